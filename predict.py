@@ -20,7 +20,9 @@ from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import verify
 
 MAX_TEXTS = 1024
-MAX_TOTAL_BYTES = 1 << 20  # UTF-8 bytes over all texts; text past 256 tokens is ignored anyway
+# UTF-8 bytes over all texts: room for MAX_TEXTS full-length English texts (~1.3 KB at
+# 256 tokens) while bounding tokenizer work, which runs before truncation.
+MAX_TOTAL_BYTES = 2 << 20
 WEIGHTS_DIR = FsPath(os.environ.get("WEIGHTS_DIR", FsPath(__file__).parent / "weights"))
 
 

@@ -1,0 +1,126 @@
+"""Shared fixtures: the reference model, our engine, a live Cog server and a webhook sink."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from embedder.engine import Embedder
+from embedder.weights import package_dir
+from ship import cog_schema
+from ship.cog_server import REPO, CogServer, cog_server
+
+WEIGHTS = REPO / "weights"
+
+# Texts that stress the tokenizer and the pooling: long, unicode, CJK, emoji, code, empty.
+VARIED_TEXTS = [
+    "A man is playing a guitar.",
+    "The new movie is awesome, the acting was great and the plot kept me guessing. " * 20,
+    "Ça va? Über naïve café, jalapeño, Øresund, ß.",
+    "我喜欢自然语言处理。東京は日本の首都です。한국어 문장도 있습니다.",
+    "Привет, как дела? مرحبا بالعالم नमस्ते दुनिया",
+    "I love pizza 🍕🔥😂 and 👩‍👩‍👧‍👦 families",
+    'def square(x: int) -> int:\n    return x ** 2  # {"key": [1, 2, 3]}',
+    "",
+    "   \n\t  ",
+    "[PAD] [CLS] [SEP] [MASK] [UNK]",
+    "https://example.com/path?q=1&r=2 — 3.14159, 1e-9, $100",
+    "x",
+]
+
+
+@pytest.fixture(scope="session")
+def reference() -> Any:
+    """sentence-transformers' own pipeline for this model, in float32 (test-only dependency)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(package_dir()), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference_unnormalized(reference: Any) -> Any:
+    """The same pipeline without its Normalize module: mean-pooled vectors."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(modules=[reference[0], reference[1]], device="cpu")
+
+
+@pytest.fixture(scope="session")
+def engine_fp32() -> Embedder:
+    return Embedder(WEIGHTS, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def engine_bf16() -> Embedder:
+    return Embedder(WEIGHTS, torch.device("cpu"), torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def schema_file() -> Path:
+    """Write .cog/openapi_schema.json from predict.py now, so the server validates what the code says."""
+    path = REPO / cog_schema.SCHEMA_PATH
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(cog_schema.openapi_schema(*cog_schema.runner_ref(REPO / "cog.yaml"))))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cog(tmp_path_factory: pytest.TempPathFactory, schema_file: Path) -> Iterator[CogServer]:
+    log = tmp_path_factory.mktemp("cog") / "server.log"
+    with cog_server(log) as server:
+        yield server
+
+
+class WebhookSink:
+    """A real HTTP server on loopback that records every POSTed JSON body."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(200)
+                self.end_headers()
+                with sink._changed:
+                    sink.events.append(json.loads(body))
+                    sink._changed.notify_all()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120
+    ) -> dict[str, Any]:
+        """Block until an event matching `predicate` has arrived; return it."""
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: next((e for e in self.events if predicate(e)), None), timeout
+            )
+        if not found:
+            raise AssertionError(f"no matching webhook in {timeout} s; got {self.events}")
+        return found
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[WebhookSink]:
+    s = WebhookSink()
+    yield s
+    s.close()

@@ -1,0 +1,101 @@
+"""The engine against sentence-transformers, the definition of correct for this model."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from embedder.engine import DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder
+from tests.conftest import VARIED_TEXTS, WEIGHTS
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.fixture(scope="module")
+def expected(reference: Any) -> np.ndarray:
+    return reference.encode(VARIED_TEXTS, batch_size=32, convert_to_numpy=True)
+
+
+@pytest.fixture(scope="module")
+def expected_raw(reference_unnormalized: Any) -> np.ndarray:
+    return reference_unnormalized.encode(VARIED_TEXTS, batch_size=32, convert_to_numpy=True)
+
+
+def test_truncates_at_256_tokens_like_sentence_transformers(
+    engine_fp32: Embedder, reference: Any
+) -> None:
+    long_text = VARIED_TEXTS[1]
+    ours = engine_fp32.tokenizer.encode(long_text).ids
+    theirs = reference.preprocess([long_text])["input_ids"][0].tolist()
+    assert len(ours) == MAX_TOKENS
+    assert ours == theirs
+
+
+def test_float32_matches_reference(engine_fp32: Embedder, expected: np.ndarray) -> None:
+    ours = engine_fp32.embed(VARIED_TEXTS, normalize=True)
+    assert ours.shape == (len(VARIED_TEXTS), DIMENSIONS)
+    assert ours.dtype == np.float32
+    assert cosines(ours, expected).min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_unnormalized_is_the_mean_pooled_vector(
+    engine_fp32: Embedder, expected_raw: np.ndarray
+) -> None:
+    ours = engine_fp32.embed(VARIED_TEXTS, normalize=False)
+    assert cosines(ours, expected_raw).min() >= 0.99999
+    # Same length as the reference too: nothing was normalised.
+    np.testing.assert_allclose(
+        np.linalg.norm(ours, axis=1), np.linalg.norm(expected_raw, axis=1), rtol=1e-4
+    )
+    assert np.linalg.norm(ours, axis=1).min() > 1.5
+
+
+def test_bfloat16_within_gate(engine_bf16: Embedder, expected: np.ndarray) -> None:
+    ours = engine_bf16.embed(VARIED_TEXTS, normalize=True)
+    assert ours.dtype == np.float32  # pooling and normalisation stay in float32
+    assert cosines(ours, expected).min() >= 0.999
+
+
+def test_float16_within_gate(expected: np.ndarray) -> None:
+    # fp16 is the CUDA default; on a CPU it is slow, so check a few texts only.
+    engine = Embedder(WEIGHTS, torch.device("cpu"), torch.float16)
+    ours = engine.embed(VARIED_TEXTS[:4], normalize=True)
+    assert cosines(ours, expected[:4]).min() >= 0.999
+
+
+def test_order_preserved_across_length_sorted_batches(
+    engine_fp32: Embedder, reference: Any
+) -> None:
+    rng = random.Random(7)
+    words = " ".join(VARIED_TEXTS[1].split()[:120]).split()
+    texts = [" ".join(words[: rng.randint(1, 120)]) for _ in range(150)]
+    ours = engine_fp32.embed(texts)
+    theirs = reference.encode(texts, batch_size=32, convert_to_numpy=True)
+    # Row by row: a single swapped pair of similar texts would drop below this.
+    assert cosines(ours, theirs).min() >= 0.99999
+    assert len({len(engine_fp32.tokenizer.encode(t).ids) for t in texts}) > 50
+
+
+def test_batches_cover_every_text_once_within_budget() -> None:
+    plan = BatchPlan(token_budget=100, max_texts=8)
+    lengths = [random.Random(i).randint(2, 256) for i in range(300)]
+    batches = list(plan.batches(lengths))
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert len(batch) <= 8
+        assert padded <= 100 or len(batch) == 1
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+
+
+def test_identical_texts_give_identical_vectors(engine_bf16: Embedder) -> None:
+    out = engine_bf16.embed(["same text", "other", "same text"])
+    np.testing.assert_allclose(out[0], out[2], atol=1e-6)
+    assert not np.allclose(out[0], out[1])
