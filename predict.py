@@ -27,7 +27,7 @@ WEIGHTS_DIR = FsPath(os.environ.get("WEIGHTS_DIR", FsPath(__file__).parent / "we
 
 
 def check_texts(texts: Any) -> list[str]:
-    """Refuse what the schema cannot express (count, total size), with a message a caller can act on."""
+    """Refuse what the schema cannot express (count, total size), saying what to change."""
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise ValueError("texts must be a list of strings")
     if not 1 <= len(texts) <= MAX_TEXTS:
@@ -44,7 +44,9 @@ class Runner(BaseRunner):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         dtype = resolve_dtype(dtype_from_env(), device)
         self.embedder = Embedder(WEIGHTS_DIR, device, dtype)
-        self.embedder.embed(["warm up"])  # first call builds oneDNN/cuBLAS plans: keep it off the first request
+        self.embedder.embed(
+            ["warm up"]
+        )  # first call builds oneDNN/cuBLAS plans: keep it off the first request
         self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
         print(f"embedder ready on {device} in {dtype}")
 

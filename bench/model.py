@@ -66,13 +66,19 @@ def throughput(device: torch.device, count: int, runs: int) -> None:
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
     worst = float(((got * expected).sum(1) / norms).min())
     base_rate, ours_rate = count / min(base_s), count / min(ours_s)
-    print(f"[{device.type}] {count} texts, {min(lengths)}-{max(lengths)} tokens "
-          f"(mean {statistics.mean(lengths):.0f}), best of {runs}")
+    print(
+        f"[{device.type}] {count} texts, {min(lengths)}-{max(lengths)} tokens "
+        f"(mean {statistics.mean(lengths):.0f}), best of {runs}"
+    )
     print(f"  baseline  SentenceTransformer.encode fp32 batch 32: {base_rate:8.1f} embeddings/s")
-    print(f"  ours      Embedder {str(dtype).removeprefix('torch.'):>8}:               "
-          f"{ours_rate:8.1f} embeddings/s")
-    print(f"  ratio     {ours_rate / base_rate:.2f}x   (goal >= 2.0x)   "
-          f"worst cosine {worst:.6f} (gate >= 0.999)")
+    print(
+        f"  ours      Embedder {str(dtype).removeprefix('torch.'):>8}:               "
+        f"{ours_rate:8.1f} embeddings/s"
+    )
+    print(
+        f"  ratio     {ours_rate / base_rate:.2f}x   (goal >= 2.0x)   "
+        f"worst cosine {worst:.6f} (gate >= 0.999)"
+    )
     if device.type == "cuda":
         fixed = [" ".join(["word"] * 126)] * 4096  # 126 words + [CLS] + [SEP] = 128 tokens
         assert len(ours.tokenizer.encode(fixed[0]).ids) == 128

@@ -69,9 +69,10 @@ class Bert:
         # The token-type table only ever contributes row 0 (single-segment input):
         # fold it into the position table once instead of adding it per batch.
         self.word = get("embeddings.word_embeddings.weight")
-        self.position = get("embeddings.position_embeddings.weight") + get(
-            "embeddings.token_type_embeddings.weight"
-        )[0]
+        self.position = (
+            get("embeddings.position_embeddings.weight")
+            + get("embeddings.token_type_embeddings.weight")[0]
+        )
         self.embed_ln = ln("embeddings")
         self.layers = [self._layer(get, ln, f"encoder.layer.{i}") for i in range(config.num_layers)]
 
@@ -92,7 +93,7 @@ class Bert:
         )
 
     def __call__(self, input_ids: Tensor, mask: Tensor) -> Tensor:
-        """input_ids, mask: [batch, length] (mask True on real tokens) -> [batch, length, hidden]."""
+        """input_ids, mask [batch, length] (mask True on real tokens) -> [batch, length, hidden]."""
         batch, length = input_ids.shape
         hidden, heads = self.config.hidden_size, self.config.num_heads
         eps = self.config.layer_norm_eps
@@ -107,5 +108,7 @@ class Bert:
             a = a.transpose(1, 2).reshape(batch, length, hidden)
             x = F.layer_norm(F.linear(a, layer.out_w, layer.out_b) + x, (hidden,), *layer.ln1, eps)
             h = F.gelu(F.linear(x, layer.up_w, layer.up_b))
-            x = F.layer_norm(F.linear(h, layer.down_w, layer.down_b) + x, (hidden,), *layer.ln2, eps)
+            x = F.layer_norm(
+                F.linear(h, layer.down_w, layer.down_b) + x, (hidden,), *layer.ln2, eps
+            )
         return x

@@ -55,8 +55,13 @@ def input_schema(info: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             prop["default"] = field.default
         if field.description:
             prop["description"] = field.description
-        for key, attr in (("minimum", "ge"), ("maximum", "le"), ("minLength", "min_length"),
-                          ("maxLength", "max_length"), ("pattern", "regex")):
+        for key, attr in (
+            ("minimum", "ge"),
+            ("maximum", "le"),
+            ("minLength", "min_length"),
+            ("maxLength", "max_length"),
+            ("pattern", "regex"),
+        ):
             if getattr(field, attr) is not None:
                 prop[key] = getattr(field, attr)
         properties[name] = prop

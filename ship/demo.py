@@ -48,7 +48,10 @@ def main() -> int:
         print(f"demo: failed: {exc}", file=sys.stderr)
         return 1
     if prediction.get("status") != "succeeded":
-        print(f"demo: prediction {prediction.get('status')}: {prediction.get('error')}", file=sys.stderr)
+        print(
+            f"demo: prediction {prediction.get('status')}: {prediction.get('error')}",
+            file=sys.stderr,
+        )
         return 1
     print(summarize(prediction))
     return 0

@@ -64,10 +64,12 @@ def engine_bf16() -> Embedder:
 
 @pytest.fixture(scope="session")
 def schema_file() -> Path:
-    """Write .cog/openapi_schema.json from predict.py now, so the server validates what the code says."""
+    """Write .cog/openapi_schema.json from predict.py, so the server checks what the code says."""
     path = REPO / cog_schema.SCHEMA_PATH
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(cog_schema.openapi_schema(*cog_schema.runner_ref(REPO / "cog.yaml"))))
+    path.write_text(
+        json.dumps(cog_schema.openapi_schema(*cog_schema.runner_ref(REPO / "cog.yaml")))
+    )
     return path
 
 

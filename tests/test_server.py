@@ -62,9 +62,7 @@ def test_npy_output_is_a_file_equal_to_the_json(cog: CogServer) -> None:
     np.testing.assert_array_equal(array, np.asarray(as_json["output"], dtype=np.float32))
 
 
-def test_async_prediction_sends_start_output_completed(
-    cog: CogServer, sink: WebhookSink
-) -> None:
+def test_async_prediction_sends_start_output_completed(cog: CogServer, sink: WebhookSink) -> None:
     prediction_id = f"test-{uuid.uuid4().hex}"
     response = predict(
         cog,
@@ -88,16 +86,24 @@ def test_async_prediction_sends_start_output_completed(
 
 def test_cancel_a_running_prediction(cog: CogServer, sink: WebhookSink) -> None:
     prediction_id = f"cancel-{uuid.uuid4().hex}"
-    long_texts = [f"{i} " + "word " * 300 for i in range(MAX_TEXTS)]  # seconds of work, under the size limit
+    long_texts = [
+        f"{i} " + "word " * 300 for i in range(MAX_TEXTS)
+    ]  # seconds of work, under the size limit
     response = predict(
         cog,
-        {"id": prediction_id, "input": {"texts": long_texts}, "webhook": sink.url,
-         "webhook_events_filter": ["start", "completed"]},
+        {
+            "id": prediction_id,
+            "input": {"texts": long_texts},
+            "webhook": sink.url,
+            "webhook_events_filter": ["start", "completed"],
+        },
         headers={"Prefer": "respond-async"},
     )
     assert response.status_code == 202
     sink.wait_for(lambda e: e["id"] == prediction_id and e["status"] == "processing")
-    assert httpx.post(f"{cog.url}/predictions/{prediction_id}/cancel", timeout=10).status_code == 200
+    assert (
+        httpx.post(f"{cog.url}/predictions/{prediction_id}/cancel", timeout=10).status_code == 200
+    )
     final = sink.wait_for(
         lambda e: e["id"] == prediction_id and e["status"] in {"canceled", "succeeded", "failed"}
     )

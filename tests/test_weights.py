@@ -63,9 +63,7 @@ def test_fill_from_url_over_http(folder: Path, file_server: tuple[str, Path]) ->
     verify(folder)
 
 
-def test_fill_from_url_refuses_a_tampered_file(
-    folder: Path, file_server: tuple[str, Path]
-) -> None:
+def test_fill_from_url_refuses_a_tampered_file(folder: Path, file_server: tuple[str, Path]) -> None:
     url, files = file_server
     (files / "config.json").write_text('{"model_type": "bert", "evil": true}')
     with pytest.raises(WeightsError, match=r"config\.json .* does not match"):
@@ -101,20 +99,35 @@ def test_truncated_file_is_refused(folder: Path) -> None:
 def test_cli_failure_is_one_readable_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "embedder.weights", "verify", "--dir", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("weights: ") and "manifest.json" in lines[0]
+    assert lines[0].startswith("weights: ")
+    assert "manifest.json" in lines[0]
 
 
 def test_cli_unreachable_url_is_one_readable_line(folder: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "embedder.weights", "fill", "--dir", str(folder),
-         "--url", "http://127.0.0.1:9/nothing"],
-        cwd=REPO, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "embedder.weights",
+            "fill",
+            "--dir",
+            str(folder),
+            "--url",
+            "http://127.0.0.1:9/nothing",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
