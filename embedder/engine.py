@@ -53,15 +53,20 @@ class BatchPlan:
             start += size
 
 
+def load_tokenizer(weights_dir: Path) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(str(weights_dir / "tokenizer.json"))
+    # The bundled tokenizer.json truncates and pads at 128; the model was trained for 256.
+    tokenizer.enable_truncation(MAX_TOKENS)
+    tokenizer.no_padding()
+    return tokenizer
+
+
 class Embedder:
     """all-MiniLM-L6-v2 loaded from a weights folder onto one device, in one dtype."""
 
     def __init__(self, weights_dir: Path, device: torch.device, dtype: torch.dtype) -> None:
         self.device, self.dtype = device, dtype
-        self.tokenizer = Tokenizer.from_file(str(weights_dir / "tokenizer.json"))
-        # The bundled tokenizer.json truncates and pads at 128; the model was trained for 256.
-        self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.tokenizer.no_padding()
+        self.tokenizer = load_tokenizer(weights_dir)
         config = BertConfig.from_json(json.loads((weights_dir / "config.json").read_text()))
         self.model = Bert(load_file(weights_dir / "model.safetensors"), config, device, dtype)
         self.plan = BatchPlan.for_device(device)
