@@ -10,8 +10,6 @@ WEIGHTS_URL ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
-# Cog's worker runs the `python` it finds on PATH: it must be the venv's.
-COG_ENV := PATH="$(abspath $(BIN)):$$PATH" COG_PREDICT_TYPE_STUB=predict.py:Runner MODEL_DTYPE=$(MODEL_DTYPE)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup weights schema demo test serve bench bench-model lint clean
@@ -42,7 +40,7 @@ test: setup ## Run the tests (CPU, no Docker, no network)
 	$(BIN)/python -m pytest
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
-	$(COG_ENV) PORT=$(PORT) $(BIN)/python -m cog.server.http --host 127.0.0.1
+	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m ship.cog_server --port $(PORT)
 
 bench: bench-model ## Run every benchmark
 

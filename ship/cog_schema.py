@@ -90,12 +90,18 @@ def openapi_schema(module: str, runner: str) -> dict[str, Any]:
     }
 
 
+def write_schema(repo: Path) -> Path:
+    """Write `<repo>/.cog/openapi_schema.json` for the runner cog.yaml names."""
+    path = repo / SCHEMA_PATH
+    path.parent.mkdir(exist_ok=True)
+    schema = openapi_schema(*runner_ref(repo / "cog.yaml"))
+    path.write_text(json.dumps(schema, indent=2) + "\n")
+    return path
+
+
 def main() -> int:
     sys.path.insert(0, str(Path.cwd()))
-    schema = openapi_schema(*runner_ref())
-    SCHEMA_PATH.parent.mkdir(exist_ok=True)
-    SCHEMA_PATH.write_text(json.dumps(schema, indent=2) + "\n")
-    print(f"schema: wrote {SCHEMA_PATH}")
+    print(f"schema: wrote {write_schema(Path.cwd())}")
     return 0
 
 

@@ -6,6 +6,7 @@ server and input validation as the built image, started from the repository.
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -109,3 +110,18 @@ def cog_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def main() -> None:
+    """`make serve`: Cog's server in the foreground, in place of this process."""
+    parser = argparse.ArgumentParser(prog="python -m ship.cog_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    command = [sys.executable, "-m", "cog.server.http", "--host", args.host]
+    os.chdir(REPO)
+    os.execve(sys.executable, command, server_env(args.port, "predict.py:Runner", {}))
+
+
+if __name__ == "__main__":
+    main()

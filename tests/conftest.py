@@ -65,12 +65,7 @@ def engine_bf16() -> Embedder:
 @pytest.fixture(scope="session")
 def schema_file() -> Path:
     """Write .cog/openapi_schema.json from predict.py, so the server checks what the code says."""
-    path = REPO / cog_schema.SCHEMA_PATH
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(
-        json.dumps(cog_schema.openapi_schema(*cog_schema.runner_ref(REPO / "cog.yaml")))
-    )
-    return path
+    return cog_schema.write_schema(REPO)
 
 
 @pytest.fixture(scope="module")

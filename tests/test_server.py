@@ -182,3 +182,14 @@ def test_setup_refuses_bad_weights_with_one_clear_line(
     logs = health["setup"]["logs"]
     assert message in logs
     assert "run `make weights` to fill it" in logs
+
+
+def test_setup_refuses_an_unknown_model_dtype(tmp_path: Path) -> None:
+    env = {"MODEL_DTYPE": "fp8"}
+    with cog_server(tmp_path / "server.log", env=env, require_ready=False) as server:
+        health = server.health()
+    assert health["status"] == "SETUP_FAILED"
+    assert (
+        "MODEL_DTYPE='fp8' is not one of: auto, float32, bfloat16, float16"
+        in health["setup"]["logs"]
+    )
