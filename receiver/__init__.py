@@ -1,0 +1,1 @@
+"""The webhook receiver: verified, exactly-once, durable collection of Replicate predictions."""

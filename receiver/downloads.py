@@ -1,0 +1,131 @@
+"""Fetch every output file of a terminal prediction before Replicate deletes it (one hour).
+
+Jobs live in the `files` table, so the queue survives restarts and is shared by every receiver
+process: a job is claimed under a lease (SKIP LOCKED on PostgreSQL), written to a temporary file,
+checked, then moved into place under a name derived only from safe characters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import mimetypes
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import httpx
+
+from receiver.settings import Settings
+from receiver.state import host_allowed
+from receiver.store import Job, Store
+
+LEASE_SECONDS = 600.0
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class DownloadError(Exception):
+    """This attempt failed; the job is retried later or dead-lettered."""
+
+
+def safe_name(text: str, fallback: str) -> str:
+    """A single path component of safe characters: no separators, no leading dots."""
+    name = _UNSAFE.sub("_", text).lstrip(".")[:100]
+    return name or fallback
+
+
+def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter: retries from many receivers do not align."""
+    return random.uniform(0.5, 1.5) * min(cap, base * 2.0 ** (attempts - 1))
+
+
+def _data_uri(url: str) -> tuple[bytes, str]:
+    header, _, data = url[len("data:") :].partition(",")
+    media_type, *params = header.split(";")
+    try:
+        raw = (
+            base64.b64decode(data, validate=True) if "base64" in params else unquote_to_bytes(data)
+        )
+    except binascii.Error as exc:
+        raise DownloadError("data URI is not valid base64") from exc
+    return raw, media_type or "application/octet-stream"
+
+
+def target(root: Path, job: Job, content_type: str) -> Path:
+    folder = root / safe_name(job.prediction_id, "prediction")
+    if job.url.startswith("data:"):
+        name = f"{job.n}{mimetypes.guess_extension(content_type) or '.bin'}"
+    else:
+        name = f"{job.n}-{safe_name(Path(urlsplit(job.url).path).name, 'file')}"
+    path = (folder / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise DownloadError("unsafe file name")  # cannot happen with safe_name; belt and braces
+    return path
+
+
+def fetch(
+    job: Job, root: Path, hosts: list[str], client: httpx.Client
+) -> tuple[Path, str, int, str]:
+    """Store one file; return (path, sha256, size, content type)."""
+    if not host_allowed(job.url, hosts):
+        raise DownloadError("host not in RECEIVER_DOWNLOAD_HOSTS")
+    root.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    with tempfile.NamedTemporaryFile(dir=root, prefix=".partial-", delete=False) as tmp:
+        try:
+            if job.url.startswith("data:"):
+                data, content_type = _data_uri(job.url)
+                tmp.write(data)
+                digest.update(data)
+                size = len(data)
+            else:
+                with client.stream("GET", job.url) as response:
+                    if response.status_code != 200:
+                        raise DownloadError(f"HTTP {response.status_code} from {job.url}")
+                    content_type = response.headers.get("content-type", "application/octet-stream")
+                    for chunk in response.iter_bytes():
+                        tmp.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+        except BaseException:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise
+    path = target(root, job, content_type)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Path(tmp.name).replace(path)
+    return path, digest.hexdigest(), size, content_type
+
+
+class Downloader:
+    """One step of the download worker: claim a due job and settle it."""
+
+    def __init__(
+        self, store: Store, settings: Settings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store, self.settings, self.clock = store, settings, clock
+        # Redirects are not followed: a hop could leave the allow-list.
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
+        )
+
+    def step(self) -> bool:
+        job = self.store.claim(self.clock(), LEASE_SECONDS)
+        if job is None:
+            return False
+        hosts = self.settings.receiver_download_hosts
+        try:
+            path, sha256, size, content_type = fetch(
+                job, self.settings.receiver_output_dir, hosts, self.client
+            )
+        except (DownloadError, httpx.HTTPError, OSError) as exc:
+            last = job.attempts >= self.settings.receiver_download_max_attempts
+            retry_at = None if last else self.clock() + backoff(job.attempts)
+            self.store.retry_or_bury(job, f"{exc.__class__.__name__}: {exc}"[:500], retry_at)
+            return True
+        self.store.finish(job, str(path), sha256, size, content_type)
+        return True

@@ -1,0 +1,51 @@
+"""Collect predictions whose terminal webhook never arrived.
+
+Replicate retries only the terminal webhook, for about a minute; if the receiver was down for
+longer, the result is only in Replicate's API, and only for an hour. Predictions still open after
+RECEIVER_RECONCILE_AFTER_SECONDS are fetched and applied like a delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from receiver.settings import Settings
+from receiver.store import Store
+
+log = logging.getLogger("receiver")
+RETENTION_SECONDS = 3600  # Replicate deletes API predictions an hour after they complete
+BATCH = 20
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        fetch: Callable[[str], dict[str, Any]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.settings, self.fetch, self.clock = store, settings, fetch, clock
+
+    def step(self) -> bool:
+        now = self.clock()
+        stale = self.store.stale(
+            updated_before=now - self.settings.receiver_reconcile_after_seconds,
+            created_after=now - 2 * RETENTION_SECONDS,
+            limit=BATCH,
+        )
+        for prediction_id in stale:
+            try:
+                body = self.fetch(prediction_id)
+            except Exception as exc:  # one failed lookup must not stop the others
+                log.warning("reconcile %s: %s", prediction_id, exc)
+            else:
+                if body.get("id") == prediction_id:
+                    status = str(body.get("status", ""))
+                    delivery = f"reconcile:{status}:{prediction_id}"[:255]
+                    self.store.record(delivery, body, self.clock(), source="reconcile")
+            self.store.mark_reconciled(prediction_id, self.clock())
+        return False  # one batch per interval: the API has rate limits

@@ -1,0 +1,32 @@
+"""The two calls the receiver makes to Replicate, through the official client.
+
+The client honours REPLICATE_API_TOKEN and REPLICATE_BASE_URL, so the receiver can be pointed at
+a local stand-in. Predictions are fetched as raw JSON: replicate 1.0.7 raises a validation error
+on the status `aborted`, which is exactly the kind of state reconciliation must not lose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replicate.client import Client
+
+from receiver.settings import Settings
+
+
+def client(settings: Settings) -> Client:
+    token = settings.replicate_api_token
+    return Client(
+        api_token=token.get_secret_value() if token else None,
+        base_url=settings.replicate_base_url,
+    )
+
+
+def default_webhook_secret(settings: Settings) -> str:
+    return str(client(settings).webhooks.default.secret().key)
+
+
+def prediction(settings: Settings, prediction_id: str) -> dict[str, Any]:
+    response = client(settings)._request("GET", f"/v1/predictions/{prediction_id}")
+    body: dict[str, Any] = response.json()
+    return body

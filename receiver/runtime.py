@@ -1,0 +1,26 @@
+"""Assemble a receiver from its settings: the store, migrated, and its background workers."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from receiver import replicate_api
+from receiver.db import make_engine, migrate
+from receiver.downloads import Downloader
+from receiver.reconcile import Reconciler
+from receiver.settings import Settings
+from receiver.store import Store
+from receiver.workers import Periodic
+
+
+def build(settings: Settings) -> tuple[Store, list[Periodic]]:
+    engine = make_engine(settings.receiver_database_url)
+    migrate(engine)
+    store = Store(engine, settings.receiver_download_hosts)
+    downloader = Downloader(store, settings)
+    workers = [Periodic("downloads", downloader.step, settings.receiver_worker_poll_seconds)]
+    if settings.replicate_api_token is not None:
+        reconciler = Reconciler(store, settings, partial(replicate_api.prediction, settings))
+        interval = settings.receiver_reconcile_interval_seconds
+        workers.append(Periodic("reconcile", reconciler.step, interval))
+    return store, workers

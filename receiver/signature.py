@@ -1,0 +1,95 @@
+"""Standard Webhooks verification, as Replicate signs its webhooks.
+
+signature = base64(HMAC-SHA256(key, f"{webhook-id}.{webhook-timestamp}.{raw body}")), where key is
+the base64 decoding of the text after `whsec_`. Stricter than the reference libraries: a secret
+must be `whsec_` + strict base64 of 24-64 bytes (an empty or garbled key would verify anything);
+only `v1` entries count; a malformed entry is skipped, never raised; the timestamp must be plain
+digits within the tolerance both ways; every configured key (rotation) is tried in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+
+PREFIX = "whsec_"
+_ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces: it becomes a primary key
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+class VerificationError(Exception):
+    """Why a delivery was refused; `reason` is a short label safe to return and count."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_secret(secret: str) -> bytes:
+    """The HMAC key inside `whsec_<base64>`; ValueError if the secret is not exactly that."""
+    if not secret.startswith(PREFIX):
+        raise ValueError("a webhook secret must start with whsec_")
+    try:
+        key = base64.b64decode(secret[len(PREFIX) :], validate=True)
+    except binascii.Error as exc:
+        raise ValueError("a webhook secret must be whsec_ followed by strict base64") from exc
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"a webhook secret must decode to 24-64 bytes, not {len(key)}")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.digest(key, content, hashlib.sha256)).decode()
+
+
+def _v1_macs(header: str) -> list[bytes]:
+    """Every well-formed v1 MAC in a `webhook-signature` header; anything else is skipped."""
+    macs = []
+    for entry in header.split(" "):
+        version, _, value = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            mac = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if len(mac) == hashlib.sha256().digest_size:
+            macs.append(mac)
+    return macs
+
+
+def verify(
+    keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: float, tolerance: int
+) -> str:
+    """Return the webhook-id of a genuine delivery; raise VerificationError otherwise."""
+    msg_id = headers.get("webhook-id", "")
+    timestamp = headers.get("webhook-timestamp", "")
+    header = headers.get("webhook-signature", "")
+    if not (msg_id and timestamp and header):
+        raise VerificationError("missing_headers")
+    if not _ID.fullmatch(msg_id):
+        raise VerificationError("malformed_id")
+    if not _TIMESTAMP.fullmatch(timestamp):
+        raise VerificationError("malformed_timestamp")
+    if int(timestamp) < now - tolerance:
+        raise VerificationError("timestamp_too_old")
+    if int(timestamp) > now + tolerance:
+        raise VerificationError("timestamp_in_future")
+    macs = _v1_macs(header)
+    if not macs:
+        raise VerificationError("no_v1_signature")
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    expected = [hmac.digest(key, content, hashlib.sha256) for key in keys]
+    # Compare every pair: the time taken does not depend on which one matched.
+    matched = False
+    for mac in macs:
+        for want in expected:
+            matched |= hmac.compare_digest(mac, want)
+    if not matched:
+        raise VerificationError("signature_mismatch")
+    return msg_id

@@ -1,0 +1,79 @@
+"""How a delivery changes a prediction's recorded state.
+
+Replicate delivers out of order and more than once. The rules: the first terminal state is
+final; a non-terminal event never moves status backwards (starting < processing) and never
+shortens `output` or `logs`. Both body shapes merge the same way: Replicate's full prediction
+object and the smaller one a bare Cog server sends (id, status, output, logs, error, metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+_PROGRESS = {"starting": 0, "processing": 1}
+
+
+def is_terminal(body: dict[str, Any]) -> bool:
+    return body.get("status") in TERMINAL
+
+
+def _size(value: object) -> int:
+    return len(value) if isinstance(value, (str, list, dict)) else (0 if value is None else 1)
+
+
+def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
+    """The state to keep after `incoming` arrives on top of `current`."""
+    if current is None:
+        return incoming
+    if is_terminal(current):
+        return current
+    merged = {**current, **incoming}
+    if is_terminal(incoming):
+        return merged
+    if _PROGRESS.get(current.get("status", ""), -1) > _PROGRESS.get(incoming.get("status", ""), -1):
+        merged["status"] = current["status"]
+    for key in ("output", "logs"):
+        if _size(current.get(key)) > _size(incoming.get(key)):
+            merged[key] = current[key]
+    return merged
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def output_files(output: object) -> list[str]:
+    """Every file reference in an output, in order: https URLs and data: URIs."""
+    return [s for s in _strings(output) if s.startswith(("https://", "http://", "data:"))]
+
+
+def host_allowed(url: str, hosts: list[str]) -> bool:
+    """May this output be fetched? data: URIs carry their own bytes. A plain host entry allows
+    https on that host and its subdomains; an entry with a scheme (`http://127.0.0.1:9000`, for
+    a local stand-in) allows exactly that scheme, host and port."""
+    if url.startswith("data:"):
+        return True
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower()
+    for entry in hosts:
+        if "://" in entry:
+            allowed = urlsplit(entry)
+            if (parts.scheme, host, port) == (allowed.scheme, allowed.hostname, allowed.port):
+                return True
+        elif parts.scheme == "https" and (host == entry or host.endswith("." + entry)):
+            return True
+    return False

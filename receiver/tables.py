@@ -1,0 +1,66 @@
+"""The receiver's tables. Changes to them go through a new migration in migrations/versions/."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# One row per prediction: its latest accepted state. Times are epoch seconds (portable, comparable).
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("terminal", Boolean, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("reconciled_at", Double),
+    Index("predictions_open", "terminal", "updated_at"),
+    Index("predictions_recent", "created_at", "id"),
+)
+
+# One row per accepted webhook-id, kept for good: the primary key is the exactly-once guarantee.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("webhook_id", String(255), primary_key=True),
+    Column("prediction_id", String(255), nullable=False, index=True),
+    Column("status", String(32), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("received_at", Double, nullable=False),
+)
+
+# One row per output file of a terminal prediction: also the download job queue.
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("prediction_id", String(255), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("last_error", Text),
+    Column("path", Text),
+    Column("sha256", String(64)),
+    Column("size", BigInteger),
+    Column("content_type", String(255)),
+    UniqueConstraint("prediction_id", "n", name="files_prediction_n"),
+    Index("files_ready", "state", "next_attempt_at"),
+)
