@@ -121,3 +121,52 @@ def sink() -> Iterator[WebhookSink]:
     s = WebhookSink()
     yield s
     s.close()
+
+
+# --- the receiver ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every receiver test runs on an SQLite file and on the machine's PostgreSQL."""
+    from tests.receiving import postgres_database
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'receiver.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def receiver_settings(database_url: str, tmp_path: Path) -> Any:
+    from receiver.settings import Settings
+    from tests.receiving import READ_TOKEN, SECRET
+
+    return Settings(
+        replicate_webhook_secret=SECRET,
+        receiver_database_url=database_url,
+        receiver_api_token=READ_TOKEN,
+        receiver_output_dir=tmp_path / "outputs",
+        receiver_max_body_bytes=64 * 1024,
+        receiver_download_hosts=["replicate.delivery"],
+    )
+
+
+@pytest.fixture
+def receiver(receiver_settings: Any) -> Iterator[Any]:
+    """A live receiver (no background workers) on loopback: yields (url, store, clock)."""
+    from receiver.app import create_app
+    from receiver.db import make_engine, migrate
+    from receiver.settings import signing_keys
+    from receiver.store import Store
+    from tests.receiving import Clock, live
+
+    engine = make_engine(receiver_settings.receiver_database_url)
+    migrate(engine)
+    store = Store(engine, receiver_settings.receiver_download_hosts)
+    clock = Clock()
+    app = create_app(receiver_settings, signing_keys(receiver_settings.secrets()), store, clock)
+    with live(app) as url:
+        yield url, store, clock
+    engine.dispose()

@@ -1,0 +1,111 @@
+"""Helpers for the receiver's tests: databases, a live server on loopback, signed deliveries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from sqlalchemy import create_engine, text
+
+from receiver.signature import decode_secret, sign
+from ship.cog_server import free_port
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+KEY = decode_secret(SECRET)
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+READ_TOKEN = "read-token-for-tests"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, empty database on the machine's PostgreSQL, dropped afterwards."""
+    name = f"receiver_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class Clock:
+    """A clock the test can move; starts at the real time so signatures look current."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def live(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn on a loopback port in a thread; yield its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def prediction(pid: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A prediction body in Replicate's full shape."""
+    return {
+        "id": pid,
+        "version": "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+        "status": status,
+        "input": {"texts": ["hello"]},
+        "output": None,
+        "logs": "",
+        "error": None,
+        "metrics": {},
+        "created_at": "2026-11-23T08:00:00.000Z",
+        "urls": {"get": f"https://api.replicate.com/v1/predictions/{pid}"},
+        **fields,
+    }
+
+
+def signed(
+    body: bytes | dict[str, Any],
+    msg_id: str | None = None,
+    timestamp: float | None = None,
+    key: bytes = KEY,
+) -> tuple[bytes, dict[str, str]]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    ts = str(int(time.time() if timestamp is None else timestamp))
+    return raw, {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": sign(key, msg_id, ts, raw),
+    }
+
+
+def deliver(url: str, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response:
+    raw, headers = signed(body, **kw)
+    return httpx.post(f"{url}/webhooks/replicate", content=raw, headers=headers, timeout=30)
+
+
+def read(url: str, path: str) -> httpx.Response:
+    return httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {READ_TOKEN}"}, timeout=30)

@@ -1,0 +1,56 @@
+"""The read API: bearer token, one prediction, listing with filters and pages, stored files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.receiving import deliver, prediction, read
+
+Receiver = tuple[str, Any, Any]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [({}, 401), ({"authorization": "Bearer wrong"}, 403), ({"authorization": "Basic x"}, 401)],
+)
+def test_token_required(receiver: Receiver, headers: dict[str, str], status: int) -> None:
+    url, _, _ = receiver
+    for path in ("/predictions", "/predictions/x", "/predictions/x/files/0"):
+        response = httpx.get(f"{url}{path}", headers=headers)
+        assert response.status_code == status
+        assert response.json()["error"]
+
+
+def test_listing_filters_and_pages(receiver: Receiver) -> None:
+    url, _, clock = receiver
+    for i in range(5):
+        clock.now += 1
+        deliver(url, prediction(f"L{i}", "succeeded" if i % 2 else "processing"))
+    page = read(url, "/predictions?limit=2").json()
+    ids = [p["id"] for p in page["items"]]
+    while page["next"]:
+        page = read(url, f"/predictions?limit=2&cursor={page['next']}").json()
+        ids += [p["id"] for p in page["items"]]
+    assert ids == ["L4", "L3", "L2", "L1", "L0"]
+    done = read(url, "/predictions?status=succeeded").json()["items"]
+    assert [p["id"] for p in done] == ["L3", "L1"]
+
+
+def test_bad_paging_is_a_4xx(receiver: Receiver) -> None:
+    url, _, _ = receiver
+    assert read(url, "/predictions?cursor=!!!").status_code == 400
+    assert read(url, "/predictions?limit=0").status_code == 422
+    assert read(url, "/predictions/none").status_code == 404
+    assert read(url, "/predictions/none/files/0").status_code == 404
+    assert read(url, "/predictions/none/files/x").status_code == 422
+
+
+def test_file_not_yet_stored_is_409(receiver: Receiver) -> None:
+    url, _, _ = receiver
+    deliver(url, prediction("F1", "succeeded", output="https://replicate.delivery/a/out.npy"))
+    response = read(url, "/predictions/F1/files/0")
+    assert response.status_code == 409
+    assert "queued" in response.json()["error"]
