@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +29,7 @@ from receiver.signature import VerificationError, verify
 from receiver.store import Store
 
 WEBHOOK_PATH = "/webhooks/replicate"
+MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
 
 
 class RefusedError(Exception):
@@ -60,10 +62,12 @@ def _payload(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise RefusedError(400, "body is not a JSON object")
     pid = payload.get("id")
-    if not isinstance(pid, str) or not 1 <= len(pid) <= 255:
-        raise RefusedError(400, "body has no prediction id (a string of 1-255 characters)")
-    if not isinstance(payload.get("status", ""), str):
-        raise RefusedError(400, "status is not a string")
+    if not isinstance(pid, str) or not 1 <= len(pid) <= 255 or not pid.isprintable():
+        raise RefusedError(400, "body has no prediction id (1-255 printable characters)")
+    status = payload.get("status", "")
+    # Both become indexed columns; PostgreSQL text cannot even hold NUL.
+    if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
+        raise RefusedError(400, "status is not a short printable string")
     return payload
 
 
@@ -163,7 +167,9 @@ def create_app(
         return {"items": items, "next": _cursor(last["created_at"], last["id"]) if last else None}
 
     @app.get("/predictions/{prediction_id}/files/{n}", dependencies=authorized)
-    def get_file(prediction_id: str, n: int) -> FileResponse:
+    def get_file(
+        prediction_id: str, n: Annotated[int, FastApiPath(ge=0, le=MAX_FILES)]
+    ) -> FileResponse:
         row = store.file(prediction_id, n)
         if row is None:
             raise RefusedError(404, "no such file")

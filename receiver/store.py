@@ -47,7 +47,7 @@ class Store:
                 .values(
                     webhook_id=webhook_id,
                     prediction_id=prediction_id,
-                    status=str(body.get("status", ""))[:32],
+                    status=body.get("status", ""),
                     source=source,
                     received_at=now,
                 )
@@ -70,7 +70,7 @@ class Store:
         current = json.loads(row.body) if row else None
         merged = state.merge(current, body)
         values = {
-            "status": str(merged.get("status", ""))[:32],
+            "status": merged.get("status", ""),
             "terminal": state.is_terminal(merged),
             "body": json.dumps(merged),
             "updated_at": now,

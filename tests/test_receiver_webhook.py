@@ -93,7 +93,9 @@ def test_the_small_cog_shape_is_accepted(receiver: Receiver) -> None:
         (b'{"id": 7, "status": "succeeded"}', "body has no prediction id"),
         (b'{"id": "", "status": "succeeded"}', "body has no prediction id"),
         (json.dumps({"id": "x" * 256}).encode(), "body has no prediction id"),
-        (b'{"id": "p", "status": 3}', "status is not a string"),
+        (b'{"id": "p", "status": 3}', "status is not a short printable string"),
+        (b'{"id": "p\\u0000", "status": "starting"}', "body has no prediction id"),
+        (b'{"id": "p", "status": "x\\u0000"}', "status is not a short printable string"),
         (b"[" * 20_000 + b"]" * 20_000, "body is not JSON"),  # deeper than any parser recursion
     ],
 )
