@@ -1,0 +1,212 @@
+"""Output files fetched into RECEIVER_OUTPUT_DIR: checked, retried, resumed, refused when foreign."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiver.db import make_engine, migrate
+from receiver.downloads import LEASE_SECONDS, Downloader, backoff, safe_name
+from receiver.settings import Settings
+from receiver.store import Store
+from tests.receiving import Clock, prediction
+
+
+class FileServer:
+    """Serves `routes` (path -> (status, body, headers)) on loopback and counts every request."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.hits: Counter[str] = Counter()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits[self.path] += 1
+                status, body, headers = server.routes.get(self.path, (404, b"", {}))
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def setup(database_url: str, tmp_path: Path, files: FileServer) -> Iterator[Any]:
+    settings = Settings(
+        replicate_webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        receiver_database_url=database_url,
+        receiver_output_dir=tmp_path / "outputs",
+        receiver_download_hosts=["replicate.delivery", files.origin],
+        receiver_download_max_attempts=3,
+    )
+    engine = make_engine(database_url)
+    migrate(engine)
+    store = Store(engine, settings.receiver_download_hosts)
+    clock = Clock()
+    yield settings, store, clock
+    engine.dispose()
+
+
+def drain(downloader: Downloader) -> int:
+    steps = 0
+    while downloader.step():
+        steps += 1
+    return steps
+
+
+def test_files_are_stored_with_checksum_size_and_type(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    npy = b"\x93NUMPY" + bytes(range(256)) * 40
+    files.routes["/out/embeddings.npy"] = (200, npy, {"content-type": "application/octet-stream"})
+    output = [f"{files.origin}/out/embeddings.npy", "data:text/plain;base64,aGVsbG8="]
+    store.record("m1", prediction("d1", "succeeded", output=output), clock())
+    assert drain(Downloader(store, settings, clock)) == 2
+    stored = store.prediction("d1")["files"]
+    assert [(f["n"], f["state"], f["size"]) for f in stored] == [
+        (0, "done", len(npy)),
+        (1, "done", 5),
+    ]
+    assert stored[0]["sha256"] == hashlib.sha256(npy).hexdigest()
+    assert Path(stored[0]["local"]).read_bytes() == npy
+    assert Path(stored[1]["local"]).read_bytes() == b"hello"
+    assert stored[1]["content_type"] == "text/plain"
+    assert all(Path(f["local"]).is_relative_to(settings.receiver_output_dir) for f in stored)
+    assert store.queue_depth() == 0
+
+
+def test_failures_back_off_then_dead_letter(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    files.routes["/flaky"] = (503, b"busy", {})
+    store.record("m1", prediction("d2", "succeeded", output=f"{files.origin}/flaky"), clock())
+    downloader = Downloader(store, settings, clock)
+    for attempt in range(1, 4):
+        assert downloader.step()
+        assert not downloader.step()  # backing off: not due yet
+        row = store.file("d2", 0)
+        assert row["attempts"] == attempt
+        assert "HTTP 503" in row["last_error"]
+        if attempt < 3:
+            assert row["state"] == "queued"
+            delay = row["next_attempt_at"] - clock.now
+            assert 0.5 * 2**attempt <= delay <= 1.5 * 2**attempt  # 2 s base, doubling, jitter
+            clock.now += delay
+    assert store.file("d2", 0)["state"] == "dead"
+    assert files.hits["/flaky"] == 3
+
+
+def test_a_job_left_running_by_a_dead_process_is_resumed(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    files.routes["/a.bin"] = (200, b"abc", {})
+    store.record("m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), clock())
+    assert store.claim(clock(), LEASE_SECONDS) is not None  # claimed, then the process died
+    fresh = Store(make_engine(settings.receiver_database_url), settings.receiver_download_hosts)
+    restarted = Downloader(fresh, settings, clock)
+    assert not restarted.step()  # the lease still holds
+    clock.now += LEASE_SECONDS + 1
+    assert restarted.step()
+    row = store.file("d3", 0)
+    assert (row["state"], row["attempts"]) == ("done", 2)
+    assert files.hits["/a.bin"] == 1
+
+
+def test_foreign_hosts_and_redirects_are_never_followed(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    files.routes["/moved"] = (302, b"", {"location": "https://evil.example/x"})
+    output = [
+        "https://evil.example/steal.npy",
+        f"{files.origin}/moved",
+        "http://replicate.delivery/plain-http.npy",
+    ]
+    store.record("m1", prediction("d4", "succeeded", output=output), clock())
+    drain(Downloader(store, settings, clock))
+    rows = store.prediction("d4")["files"]
+    assert rows[0]["state"] == "refused"
+    assert rows[2]["state"] == "refused"  # allowed host, but not over https
+    assert rows[1]["state"] == "queued"
+    assert "HTTP 302" in rows[1]["last_error"]
+    assert files.hits["/moved"] == 1
+
+
+def test_file_names_cannot_escape_the_output_folder(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    files.routes["/x/..%2F..%2Fevil.sh"] = (200, b"#!", {})
+    store.record(
+        "m1",
+        prediction("../../etc", "succeeded", output=f"{files.origin}/x/..%2F..%2Fevil.sh"),
+        clock(),
+    )
+    drain(Downloader(store, settings, clock))
+    row = store.file("../../etc", 0)
+    assert row["state"] == "done"
+    path = Path(row["path"])
+    assert path.is_relative_to(settings.receiver_output_dir.resolve())
+    assert ".." not in path.relative_to(settings.receiver_output_dir.resolve()).parts
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("../../etc/passwd", "_.._etc_passwd"),
+        (".hidden", "hidden"),
+        ("", "f"),
+        ("a b?c", "a_b_c"),
+    ],
+)
+def test_safe_name(text: str, expected: str) -> None:
+    assert safe_name(text, "f") == expected
+
+
+def test_backoff_doubles_with_jitter_and_a_cap() -> None:
+    for attempts in range(1, 12):
+        delay = backoff(attempts)
+        expected = min(300.0, 2.0 * 2 ** (attempts - 1))
+        assert 0.5 * expected <= delay <= 1.5 * expected
+
+
+def test_concurrent_claims_never_share_a_job(setup: Any, files: FileServer) -> None:
+    settings, store, clock = setup
+    output = [f"{files.origin}/f{i}" for i in range(30)]
+    store.record("m1", prediction("d5", "succeeded", output=output), clock())
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while (job := store.claim(time.time(), LEASE_SECONDS)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 30
+    assert len(set(claimed)) == 30
