@@ -170,3 +170,19 @@ def receiver(receiver_settings: Any) -> Iterator[Any]:
     with live(app) as url:
         yield url, store, clock
     engine.dispose()
+
+
+STANDIN_TOKEN = "r8_test_token"
+STANDIN_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+
+@pytest.fixture
+def standin() -> Iterator[Any]:
+    """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
+    from ship.standin import StandIn, create_standin
+    from tests.receiving import live
+
+    state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
+    with live(create_standin(state)) as url:
+        state.base_url = url
+        yield url, state

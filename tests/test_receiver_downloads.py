@@ -1,4 +1,4 @@
-"""Output files fetched into RECEIVER_OUTPUT_DIR: checked, retried, resumed, refused when foreign."""
+"""Output files fetched into RECEIVER_OUTPUT_DIR: checked, retried, resumed, foreign refused."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_backoff_doubles_with_jitter_and_a_cap() -> None:
 
 
 def test_concurrent_claims_never_share_a_job(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+    _, store, clock = setup
     output = [f"{files.origin}/f{i}" for i in range(30)]
     store.record("m1", prediction("d5", "succeeded", output=output), clock())
     claimed: list[int] = []

@@ -1,0 +1,85 @@
+"""Predictions whose terminal webhook never came are fetched from the API and collected."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+
+from receiver import replicate_api
+from receiver.reconcile import Reconciler
+from receiver.settings import Settings
+from tests.conftest import STANDIN_TOKEN
+from tests.receiving import Clock, prediction
+
+Receiver = tuple[str, Any, Any]
+
+
+@pytest.fixture
+def reconciler(receiver: Receiver, receiver_settings: Settings, standin: Any) -> Reconciler:
+    _, store, clock = receiver
+    settings = Settings.model_validate(
+        {
+            **receiver_settings.model_dump(),
+            "replicate_api_token": STANDIN_TOKEN,
+            "replicate_base_url": standin[0],
+            "receiver_reconcile_after_seconds": 60.0,
+        }
+    )
+    return Reconciler(store, settings, partial(replicate_api.prediction, settings), clock)
+
+
+def test_a_missed_terminal_webhook_is_collected(
+    receiver: Receiver, reconciler: Reconciler, standin: Any
+) -> None:
+    _, store, clock = receiver
+    store.record("msg_start", prediction("r1", "processing"), clock())
+    standin[1].put("r1", "succeeded", output=["https://replicate.delivery/r1/out.npy"])
+    reconciler.step()
+    assert store.prediction("r1")["status"] == "processing"  # not quiet for long enough yet
+    clock.now += 61
+    reconciler.step()
+    state = store.prediction("r1")
+    assert state["status"] == "succeeded"
+    assert [(d["status"], d["source"]) for d in state["deliveries"]] == [
+        ("processing", "webhook"),
+        ("succeeded", "reconcile"),
+    ]
+    assert [f["state"] for f in state["files"]] == ["queued"]
+
+
+def test_aborted_is_collected_although_the_client_cannot_parse_it(
+    receiver: Receiver, reconciler: Reconciler, standin: Any
+) -> None:
+    _, store, clock = receiver
+    store.record("msg_start", prediction("r2", "starting"), clock())
+    standin[1].put("r2", "aborted")
+    clock.now += 61
+    reconciler.step()
+    assert store.prediction("r2")["status"] == "aborted"
+
+
+def test_unknown_or_failing_lookups_do_not_stop_the_others(
+    receiver: Receiver, reconciler: Reconciler, standin: Any
+) -> None:
+    _, store, clock = receiver
+    store.record("m1", prediction("gone", "processing"), clock())
+    store.record("m2", prediction("r3", "processing"), clock())
+    standin[1].put("r3", "failed", error="boom")
+    clock.now += 61
+    reconciler.step()
+    assert store.prediction("gone")["status"] == "processing"  # 404 from the API
+    assert store.prediction("r3")["status"] == "failed"
+    assert store.stale(clock.now - 60, 0, 10) == []  # each tried once this interval
+
+
+def test_terminal_and_expired_predictions_are_left_alone(
+    receiver: Receiver, reconciler: Reconciler, standin: Any
+) -> None:
+    _, store, clock = receiver
+    store.record("m1", prediction("done", "succeeded"), clock())
+    store.record("m2", prediction("old", "processing"), clock())
+    clock.now += 3 * 3600  # Replicate deleted it long ago
+    assert store.stale(clock.now - 60, clock.now - 7200, 10) == []
+    assert isinstance(clock, Clock)
