@@ -17,7 +17,8 @@ from receiver.signature import sign
 
 
 def fail(message: str) -> NoReturn:
-    print(f"receiver: {message}", file=sys.stderr)
+    one_line = " ".join(message.split())  # some client errors span several lines
+    print(f"receiver: {one_line}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -109,3 +109,39 @@ def deliver(url: str, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response
 
 def read(url: str, path: str) -> httpx.Response:
     return httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {READ_TOKEN}"}, timeout=30)
+
+
+class ReceiverProcess:
+    """`python -m receiver serve` in its own process, as a user runs it."""
+
+    def __init__(self, env: dict[str, str], log: Any) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"receiver exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("receiver not healthy in time")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
