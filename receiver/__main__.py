@@ -50,7 +50,7 @@ def keys(settings: Settings) -> list[bytes]:
         fail(str(exc))
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, access_log: bool) -> None:
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -63,7 +63,8 @@ def serve(host: str, port: int) -> None:
         store, workers = build(settings)
     except (SQLAlchemyError, OSError) as exc:
         fail(f"store {settings.receiver_database_url!r} unavailable: {exc.__class__.__name__}")
-    uvicorn.run(create_app(settings, signing, store, workers=workers), host=host, port=port)
+    app = create_app(settings, signing, store, workers=workers)
+    uvicorn.run(app, host=host, port=port, access_log=access_log)
 
 
 def send_test(url: str) -> None:
@@ -101,12 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("serve", help="serve the webhook endpoint and the read API")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
+    run.add_argument(
+        "--access-log", action="store_true", help="log every request (/metrics counts them anyway)"
+    )
     commands.add_parser("secret", help="print the default webhook secret from Replicate's API")
     test = commands.add_parser("send-test", help="post a signed sample prediction to --url")
     test.add_argument("--url", required=True)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port)
+        serve(args.host, args.port, args.access_log)
     elif args.command == "secret":
         settings = load_settings()
         if settings.replicate_api_token is None:

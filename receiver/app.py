@@ -6,10 +6,12 @@ from the environment, tests build them directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,13 +23,14 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.concurrency import run_in_threadpool
 
 from receiver.metrics import Metrics
 from receiver.settings import Settings
 from receiver.signature import VerificationError, verify
-from receiver.store import Store
+from receiver.store import Delivery, Store
+from receiver.writer import Writer
 
+log = logging.getLogger("receiver")
 WEBHOOK_PATH = "/webhooks/replicate"
 MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
 
@@ -91,13 +94,14 @@ def create_app(
     workers: list[Any] | None = None,
 ) -> FastAPI:
     metrics = Metrics(store.queue_depth)
+    writer = Writer(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for worker in workers or []:
+        for worker in [writer, *(workers or [])]:
             worker.start()
         yield
-        for worker in workers or []:
+        for worker in [*(workers or []), writer]:
             worker.stop()
 
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.
@@ -110,6 +114,7 @@ def create_app(
     @app.exception_handler(SQLAlchemyError)
     async def store_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         # The store failed, not the sender: 503 makes Replicate retry the delivery.
+        log.warning("store error: %s", " ".join(str(exc).split())[:300])
         return JSONResponse({"error": "store unavailable, retry later"}, 503)
 
     @app.post(WEBHOOK_PATH)
@@ -125,7 +130,8 @@ def create_app(
                 metrics.verification_failures.labels(exc.reason).inc()
                 raise RefusedError(401, f"signature verification failed: {exc.reason}") from exc
             payload = _payload(body)
-            outcome = await run_in_threadpool(store.record, webhook_id, payload, clock())
+            delivery = Delivery(webhook_id, payload, clock(), raw=body)
+            outcome = await asyncio.wrap_future(writer.submit(delivery))
         except RefusedError as exc:
             metrics.deliveries.labels(f"refused_{exc.status}").inc()
             raise

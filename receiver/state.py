@@ -8,7 +8,6 @@ object and the smaller one a bare Cog server sends (id, status, output, logs, er
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,9 +29,11 @@ def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str,
         return incoming
     if is_terminal(current):
         return current
-    merged = {**current, **incoming}
     if is_terminal(incoming):
-        return merged
+        # Usually a full object that covers every key we hold: keep it as is (the store can
+        # then keep its original bytes instead of re-encoding it).
+        return incoming if current.keys() <= incoming.keys() else {**current, **incoming}
+    merged = {**current, **incoming}
     if _PROGRESS.get(current.get("status", ""), -1) > _PROGRESS.get(incoming.get("status", ""), -1):
         merged["status"] = current["status"]
     for key in ("output", "logs"):
@@ -41,20 +42,31 @@ def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str,
     return merged
 
 
-def _strings(value: object) -> Iterator[str]:
+FILE_PREFIXES = ("https://", "http://", "data:")
+_SCALARS = (float, int, bool, type(None))
+
+
+def _collect(value: object, found: list[str]) -> None:
+    """Append every string in `value` that looks like a file, depth first, in order.
+
+    Written for outputs of thousands of floats: numbers are skipped with one type test each,
+    without a generator frame per element.
+    """
     if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+        if value.startswith(FILE_PREFIXES):
+            found.append(value)
+        return
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        if type(item) not in _SCALARS:
+            _collect(item, found)
 
 
 def output_files(output: object) -> list[str]:
     """Every file reference in an output, in order: https URLs and data: URIs."""
-    return [s for s in _strings(output) if s.startswith(("https://", "http://", "data:"))]
+    found: list[str] = []
+    _collect(output, found)
+    return found
 
 
 def host_allowed(url: str, hosts: list[str]) -> bool:

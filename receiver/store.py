@@ -1,6 +1,6 @@
 """Everything the receiver keeps, behind one small API, on SQLite or PostgreSQL.
 
-`record` is the exactly-once step: the delivery row's primary key (the webhook-id) decides
+`record_batch` is the exactly-once step: the delivery row's primary key (the webhook-id) decides
 whether a delivery is new, and the merged prediction state, the delivery and any download
 jobs are committed in one transaction before the sender is acknowledged.
 """
@@ -11,13 +11,40 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver import state
 from receiver.tables import deliveries, files, predictions
 
 Outcome = Literal["accepted", "duplicate"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One verified webhook (or reconciled API state) waiting to be recorded."""
+
+    webhook_id: str
+    body: dict[str, Any]
+    now: float
+    source: str = "webhook"
+    raw: bytes | None = None  # the body's exact JSON bytes, when it came over HTTP
+
+    def text(self) -> str:
+        return self.raw.decode() if self.raw is not None else json.dumps(self.body)
+
+    @property
+    def prediction_id(self) -> str:
+        return str(self.body["id"])
+
+    def delivery_row(self) -> dict[str, Any]:
+        return {
+            "webhook_id": self.webhook_id,
+            "prediction_id": self.prediction_id,
+            "status": self.body.get("status", ""),
+            "source": self.source,
+            "received_at": self.now,
+        }
 
 
 @dataclass(frozen=True)
@@ -40,67 +67,113 @@ class Store:
         self, webhook_id: str, body: dict[str, Any], now: float, source: str = "webhook"
     ) -> Outcome:
         """Apply one verified delivery exactly once; returns whether it was new."""
-        prediction_id = str(body["id"])
+        return self.record_batch([Delivery(webhook_id, body, now, source)])[0]
+
+    def record_batch(self, batch: list[Delivery]) -> list[Outcome]:
+        """Apply deliveries in arrival order, in one transaction (one fsync for all of them).
+
+        Set-based, so the cost per delivery stays small: insert the deliveries (the primary key
+        drops replays), make sure each prediction has a row, lock those rows in id order (no
+        deadlocks between processes), merge in Python, write back, queue output files.
+        """
+        first: dict[str, int] = {}
+        for i, d in enumerate(batch):
+            first.setdefault(d.webhook_id, i)  # a replay inside the batch is a duplicate too
+        fresh = [d for i, d in enumerate(batch) if first[d.webhook_id] == i]
         with self.engine.begin() as conn:
-            added = conn.execute(
-                self._insert(deliveries)
-                .values(
-                    webhook_id=webhook_id,
-                    prediction_id=prediction_id,
-                    status=body.get("status", ""),
-                    source=source,
-                    received_at=now,
-                )
-                .on_conflict_do_nothing()
-                .returning(deliveries.c.webhook_id)  # rowcount is not reliable across drivers
-            ).first()
-            if added is None:
-                return "duplicate"
-            self._apply(conn, prediction_id, body, now)
-        return "accepted"
+            added = set(
+                conn.execute(
+                    self._insert(deliveries)
+                    .on_conflict_do_nothing()
+                    .returning(deliveries.c.webhook_id, sort_by_parameter_order=True),
+                    [d.delivery_row() for d in fresh],
+                ).scalars()
+            )
+            applied = [d for d in fresh if d.webhook_id in added]
+            if applied:
+                self._apply(conn, applied)
+        return [
+            "accepted" if i == first[d.webhook_id] and d.webhook_id in added else "duplicate"
+            for i, d in enumerate(batch)
+        ]
 
-    def _apply(
-        self, conn: Connection, prediction_id: str, body: dict[str, Any], now: float
-    ) -> None:
-        row = conn.execute(
-            select(predictions.c.body, predictions.c.terminal)
-            .where(predictions.c.id == prediction_id)
+    def _apply(self, conn: Connection, applied: list[Delivery]) -> None:
+        ids = sorted({d.prediction_id for d in applied})
+        # Placeholder rows first, so every prediction can be locked, even one seen for the
+        # first time by two processes at once.
+        seen: dict[str, float] = {}
+        for d in applied:
+            seen.setdefault(d.prediction_id, d.now)
+        conn.execute(
+            self._insert(predictions).on_conflict_do_nothing(),
+            [
+                {
+                    "id": pid,
+                    "status": "",
+                    "terminal": False,
+                    "body": "null",
+                    "created_at": seen[pid],
+                    "updated_at": seen[pid],
+                }
+                for pid in ids
+            ],
+        )
+        rows = conn.execute(
+            select(predictions.c.id, predictions.c.body, predictions.c.terminal)
+            .where(predictions.c.id.in_(ids))
+            .order_by(predictions.c.id)
             .with_for_update()
-        ).first()
-        current = json.loads(row.body) if row else None
-        merged = state.merge(current, body)
-        values = {
-            "status": merged.get("status", ""),
-            "terminal": state.is_terminal(merged),
-            "body": json.dumps(merged),
-            "updated_at": now,
-        }
-        if row is None:
-            conn.execute(insert(predictions).values(id=prediction_id, created_at=now, **values))
-        elif merged != current:
-            where = predictions.c.id == prediction_id
-            conn.execute(update(predictions).where(where).values(values))
-        if values["terminal"] and not (row and row.terminal):
-            self._enqueue_files(conn, prediction_id, merged.get("output"), now)
+        ).all()
+        before = {r.id: (json.loads(r.body), r.terminal) for r in rows}
+        after = {pid: current for pid, (current, _) in before.items()}
+        latest: dict[str, float] = {}
+        for d in applied:
+            after[d.prediction_id] = state.merge(after[d.prediction_id], d.body)
+            latest[d.prediction_id] = d.now
+        # merge() hands back the current dict when nothing changes, or the incoming one when
+        # it becomes the state: identity tells both, without comparing large outputs.
+        origin = {d.prediction_id: d for d in applied if after[d.prediction_id] is d.body}
+        changed = [pid for pid in ids if after[pid] is not before[pid][0]]
+        if changed:
+            conn.execute(
+                update(predictions).where(predictions.c.id == bindparam("pid")),
+                [
+                    {
+                        "pid": pid,
+                        "status": after[pid].get("status", ""),
+                        "terminal": state.is_terminal(after[pid]),
+                        "body": origin[pid].text() if pid in origin else json.dumps(after[pid]),
+                        "updated_at": latest[pid],
+                    }
+                    for pid in changed
+                ],
+            )
+        jobs = [
+            job
+            for pid in changed
+            if state.is_terminal(after[pid]) and not before[pid][1]
+            for job in self._file_jobs(pid, after[pid].get("output"), latest[pid])
+        ]
+        if jobs:
+            conn.execute(self._insert(files).on_conflict_do_nothing(), jobs)
 
-    def _enqueue_files(
-        self, conn: Connection, prediction_id: str, output: object, now: float
-    ) -> None:
+    def _file_jobs(self, prediction_id: str, output: object, now: float) -> list[dict[str, Any]]:
+        jobs = []
         for n, url in enumerate(state.output_files(output)):
             allowed = state.host_allowed(url, self.download_hosts)
-            conn.execute(
-                self._insert(files)
-                .values(
-                    prediction_id=prediction_id,
-                    n=n,
-                    url=url,
-                    state="queued" if allowed else "refused",
-                    attempts=0,
-                    next_attempt_at=now,
-                    last_error=None if allowed else "host not in RECEIVER_DOWNLOAD_HOSTS",
-                )
-                .on_conflict_do_nothing()
+            jobs.append(
+                {
+                    "prediction_id": prediction_id,
+                    "n": n,
+                    "url": url,
+                    "state": "queued" if allowed else "refused",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "lease_until": None,
+                    "last_error": None if allowed else "host not in RECEIVER_DOWNLOAD_HOSTS",
+                }
             )
+        return jobs
 
     # --- the download queue ----------------------------------------------------------
 

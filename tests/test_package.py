@@ -39,7 +39,9 @@ def test_cog_yaml_uses_current_keys(cog_yaml: dict[str, object]) -> None:
     assert (REPO / build["python_requirements"]).is_file()
 
 
-@pytest.mark.parametrize("name", ["requirements.txt", "requirements-dev.txt"])
+@pytest.mark.parametrize(
+    "name", ["requirements.txt", "requirements-receiver.txt", "requirements-dev.txt"]
+)
 def test_every_requirement_is_pinned(name: str) -> None:
     lines = [
         line.strip()
@@ -48,7 +50,7 @@ def test_every_requirement_is_pinned(name: str) -> None:
     ]
     assert lines
     for line in lines:
-        assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][A-Za-z0-9.+]*", line), line
+        assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?==[0-9][A-Za-z0-9.+]*", line), line
 
 
 def test_torch_is_pinned_to_the_available_cpu_build() -> None:

@@ -34,7 +34,17 @@ def test_make_help_lists_every_target() -> None:
         text=True,
         check=True,
     ).stdout
-    for target in ["setup", "weights", "schema", "demo", "test", "serve", "bench", "lint"]:
+    for target in [
+        "setup",
+        "weights",
+        "schema",
+        "demo",
+        "test",
+        "serve",
+        "receiver",
+        "bench",
+        "lint",
+    ]:
         assert re.search(rf"^\s+{target}\s+\S", out, re.MULTILINE), target
 
 
