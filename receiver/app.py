@@ -6,7 +6,6 @@ from the environment, tests build them directly.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -18,6 +17,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -59,8 +59,8 @@ async def _body(request: Request, limit: int) -> bytes:
 
 def _payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise RefusedError(400, "body is not JSON") from exc
     if not isinstance(payload, dict):
         raise RefusedError(400, "body is not a JSON object")
@@ -131,7 +131,7 @@ def create_app(
                 raise RefusedError(401, f"signature verification failed: {exc.reason}") from exc
             payload = _payload(body)
             delivery = Delivery(webhook_id, payload, clock(), raw=body)
-            outcome = await asyncio.wrap_future(writer.submit(delivery))
+            outcome = await writer.write(delivery)
         except RefusedError as exc:
             metrics.deliveries.labels(f"refused_{exc.status}").inc()
             raise

@@ -7,11 +7,11 @@ jobs are committed in one transaction before the sender is acknowledged.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+import orjson
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from receiver import state
@@ -31,7 +31,7 @@ class Delivery:
     raw: bytes | None = None  # the body's exact JSON bytes, when it came over HTTP
 
     def text(self) -> str:
-        return self.raw.decode() if self.raw is not None else json.dumps(self.body)
+        return self.raw.decode() if self.raw is not None else orjson.dumps(self.body).decode()
 
     @property
     def prediction_id(self) -> str:
@@ -60,8 +60,29 @@ class Store:
     def __init__(self, engine: Engine, download_hosts: list[str]) -> None:
         self.engine = engine
         self.download_hosts = download_hosts
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = dialect.insert  # both spell ON CONFLICT DO NOTHING the same way
+        insert = (postgresql if engine.dialect.name == "postgresql" else sqlite).insert
+        # Built once: both dialects spell ON CONFLICT the same way.
+        self._add_deliveries = (
+            insert(deliveries).on_conflict_do_nothing().returning(deliveries.c.webhook_id)
+        )
+        claim = insert(predictions)
+        # Create-or-lock in one statement: a new prediction gets a placeholder row, an existing
+        # one is locked (the no-op update) and its current state returned.
+        self._claim_predictions = claim.on_conflict_do_update(
+            index_elements=[predictions.c.id], set_={"id": claim.excluded.id}
+        ).returning(
+            predictions.c.id,
+            predictions.c.body,
+            predictions.c.terminal,
+        )
+        # Written back as an upsert of rows that all exist: unlike an UPDATE executemany, it
+        # goes out as one multi-row statement (RETURNING makes SQLAlchemy batch it).
+        write = insert(predictions)
+        self._write_predictions = write.on_conflict_do_update(
+            index_elements=[predictions.c.id],
+            set_={c: write.excluded[c] for c in ("status", "terminal", "body", "updated_at")},
+        ).returning(predictions.c.id)
+        self._add_files = insert(files).on_conflict_do_nothing().returning(files.c.id)
 
     def record(
         self, webhook_id: str, body: dict[str, Any], now: float, source: str = "webhook"
@@ -81,14 +102,8 @@ class Store:
             first.setdefault(d.webhook_id, i)  # a replay inside the batch is a duplicate too
         fresh = [d for i, d in enumerate(batch) if first[d.webhook_id] == i]
         with self.engine.begin() as conn:
-            added = set(
-                conn.execute(
-                    self._insert(deliveries)
-                    .on_conflict_do_nothing()
-                    .returning(deliveries.c.webhook_id, sort_by_parameter_order=True),
-                    [d.delivery_row() for d in fresh],
-                ).scalars()
-            )
+            rows = [d.delivery_row() for d in fresh]
+            added = set(conn.execute(self._add_deliveries, rows).scalars())
             applied = [d for d in fresh if d.webhook_id in added]
             if applied:
                 self._apply(conn, applied)
@@ -99,32 +114,23 @@ class Store:
 
     def _apply(self, conn: Connection, applied: list[Delivery]) -> None:
         ids = sorted({d.prediction_id for d in applied})
-        # Placeholder rows first, so every prediction can be locked, even one seen for the
-        # first time by two processes at once.
+        # Rows are claimed in id order, so two processes never wait on each other in a cycle.
         seen: dict[str, float] = {}
         for d in applied:
             seen.setdefault(d.prediction_id, d.now)
-        conn.execute(
-            self._insert(predictions).on_conflict_do_nothing(),
-            [
-                {
-                    "id": pid,
-                    "status": "",
-                    "terminal": False,
-                    "body": "null",
-                    "created_at": seen[pid],
-                    "updated_at": seen[pid],
-                }
-                for pid in ids
-            ],
-        )
-        rows = conn.execute(
-            select(predictions.c.id, predictions.c.body, predictions.c.terminal)
-            .where(predictions.c.id.in_(ids))
-            .order_by(predictions.c.id)
-            .with_for_update()
-        ).all()
-        before = {r.id: (json.loads(r.body), r.terminal) for r in rows}
+        placeholders = [
+            {
+                "id": pid,
+                "status": "",
+                "terminal": False,
+                "body": "null",
+                "created_at": seen[pid],
+                "updated_at": seen[pid],
+            }
+            for pid in ids
+        ]
+        rows = conn.execute(self._claim_predictions, placeholders).all()
+        before = {r.id: (orjson.loads(r.body), r.terminal) for r in rows}
         after = {pid: current for pid, (current, _) in before.items()}
         latest: dict[str, float] = {}
         for d in applied:
@@ -136,18 +142,19 @@ class Store:
         changed = [pid for pid in ids if after[pid] is not before[pid][0]]
         if changed:
             conn.execute(
-                update(predictions).where(predictions.c.id == bindparam("pid")),
+                self._write_predictions,
                 [
                     {
-                        "pid": pid,
+                        "id": pid,
                         "status": after[pid].get("status", ""),
                         "terminal": state.is_terminal(after[pid]),
-                        "body": origin[pid].text() if pid in origin else json.dumps(after[pid]),
+                        "body": origin[pid].text() if pid in origin else _dumps(after[pid]),
+                        "created_at": seen[pid],
                         "updated_at": latest[pid],
                     }
                     for pid in changed
                 ],
-            )
+            ).all()
         jobs = [
             job
             for pid in changed
@@ -155,7 +162,7 @@ class Store:
             for job in self._file_jobs(pid, after[pid].get("output"), latest[pid])
         ]
         if jobs:
-            conn.execute(self._insert(files).on_conflict_do_nothing(), jobs)
+            conn.execute(self._add_files, jobs).all()
 
     def _file_jobs(self, prediction_id: str, output: object, now: float) -> list[dict[str, Any]]:
         jobs = []
@@ -272,7 +279,7 @@ class Store:
                 select(files).where(files.c.prediction_id == prediction_id).order_by(files.c.n)
             ).all()
         return {
-            **json.loads(row.body),
+            **orjson.loads(row.body),
             "deliveries": [r._asdict() for r in history],
             "files": [_file_view(f._asdict()) for f in stored],
         }
@@ -318,6 +325,10 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _file_view(row: dict[str, Any]) -> dict[str, Any]:
