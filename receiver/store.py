@@ -90,8 +90,11 @@ class Store:
         """Apply one verified delivery exactly once; returns whether it was new."""
         return self.record_batch([Delivery(webhook_id, body, now, source)])[0]
 
-    def record_batch(self, batch: list[Delivery]) -> list[Outcome]:
+    def record_batch(self, batch: list[Delivery], conn: Connection | None = None) -> list[Outcome]:
         """Apply deliveries in arrival order, in one transaction (one fsync for all of them).
+
+        `conn`: a connection the caller keeps open (the writer thread does, to skip the pool's
+        checkout ping and reset round trips); by default one is borrowed from the pool.
 
         Set-based, so the cost per delivery stays small: insert the deliveries (the primary key
         drops replays), make sure each prediction has a row, lock those rows in id order (no
@@ -101,7 +104,10 @@ class Store:
         for i, d in enumerate(batch):
             first.setdefault(d.webhook_id, i)  # a replay inside the batch is a duplicate too
         fresh = [d for i, d in enumerate(batch) if first[d.webhook_id] == i]
-        with self.engine.begin() as conn:
+        if conn is None:
+            with self.engine.connect() as borrowed:
+                return self.record_batch(batch, borrowed)
+        with conn.begin():
             rows = [d.delivery_row() for d in fresh]
             added = set(conn.execute(self._add_deliveries, rows).scalars())
             applied = [d for d in fresh if d.webhook_id in added]

@@ -11,11 +11,13 @@ its neighbours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.store import Delivery, Outcome, Store
@@ -32,6 +34,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: Connection | None = None  # kept open between batches; reopened after errors
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -60,12 +63,21 @@ class Writer:
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_settle, [f for _, f in pending], results)
             if len(pending) < len(batch):
-                return
+                break
+        if self._conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.close()
 
     def _record(self, batch: list[Delivery]) -> Sequence[Outcome | SQLAlchemyError]:
         try:
-            return self.store.record_batch(batch)
+            if self._conn is None:
+                self._conn = self.store.engine.connect()
+            return self.store.record_batch(batch, self._conn)
         except SQLAlchemyError as exc:
+            if self._conn is not None:
+                with contextlib.suppress(SQLAlchemyError):  # the database may be gone
+                    self._conn.close()  # its state is unknown: the next batch starts afresh
+                self._conn = None
             if len(batch) == 1:
                 return [exc]
             log.warning("batch of %d failed (%s); writing one at a time", len(batch), exc)
