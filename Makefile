@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup weights schema demo test serve receiver bench bench-model lint clean
+.PHONY: help setup weights schema demo test serve receiver bench bench-model bench-receiver lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,10 +47,13 @@ serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
 receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (settings: README)
 	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)
 
-bench: bench-model ## Run every benchmark
+bench: bench-model bench-receiver ## Run every benchmark
 
 bench-model: setup ## Engine speed and accuracy vs sentence-transformers; cold boot vs a naive predictor
 	$(BIN)/python -m bench.model
+
+bench-receiver: $(STAMP) ## Webhooks verified and stored per second vs a verify-only baseline
+	$(BIN)/python -m bench.receiver
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -24,10 +24,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver import state
 from receiver.metrics import Metrics
 from receiver.settings import Settings
 from receiver.signature import VerificationError, verify
-from receiver.store import Delivery, Store
+from receiver.store import Delivery, Store, iso
 from receiver.writer import Writer
 
 log = logging.getLogger("receiver")
@@ -59,18 +60,11 @@ async def _body(request: Request, limit: int) -> bytes:
 
 def _payload(body: bytes) -> dict[str, Any]:
     try:
-        payload = orjson.loads(body)
+        payload: dict[str, Any] = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RefusedError(400, "body is not JSON") from exc
-    if not isinstance(payload, dict):
-        raise RefusedError(400, "body is not a JSON object")
-    pid = payload.get("id")
-    if not isinstance(pid, str) or not 1 <= len(pid) <= 255 or not pid.isprintable():
-        raise RefusedError(400, "body has no prediction id (1-255 printable characters)")
-    status = payload.get("status", "")
-    # Both become indexed columns; PostgreSQL text cannot even hold NUL.
-    if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
-        raise RefusedError(400, "status is not a short printable string")
+    if reason := state.problem(payload):
+        raise RefusedError(400, reason)
     return payload
 
 
@@ -168,8 +162,12 @@ def create_app(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        items = store.predictions(status, limit, _parse_cursor(cursor) if cursor else None)
-        last = items[-1] if len(items) == limit else None
+        rows = store.predictions(status, limit, _parse_cursor(cursor) if cursor else None)
+        last = rows[-1] if len(rows) == limit else None
+        items = [
+            {**r, "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])}
+            for r in rows
+        ]
         return {"items": items, "next": _cursor(last["created_at"], last["id"]) if last else None}
 
     @app.get("/predictions/{prediction_id}/files/{n}", dependencies=authorized)

@@ -15,6 +15,20 @@ TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _PROGRESS = {"starting": 0, "processing": 1}
 
 
+def problem(body: object) -> str | None:
+    """Why a body cannot be recorded, or None. Both id and status become indexed columns
+    (and PostgreSQL text cannot even hold NUL), so both must be short printable strings."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    pid = body.get("id")
+    if not isinstance(pid, str) or not 1 <= len(pid) <= 255 or not pid.isprintable():
+        return "body has no prediction id (1-255 printable characters)"
+    status = body.get("status", "")
+    if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
+        return "status is not a short printable string"
+    return None
+
+
 def is_terminal(body: dict[str, Any]) -> bool:
     return body.get("status") in TERMINAL
 

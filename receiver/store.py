@@ -8,6 +8,7 @@ jobs are committed in one transaction before the sender is acknowledged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -286,7 +287,7 @@ class Store:
             ).all()
         return {
             **orjson.loads(row.body),
-            "deliveries": [r._asdict() for r in history],
+            "deliveries": [{**r._asdict(), "received_at": iso(r.received_at)} for r in history],
             "files": [_file_view(f._asdict()) for f in stored],
         }
 
@@ -331,6 +332,10 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def _dumps(value: Any) -> str:

@@ -54,3 +54,21 @@ def test_file_not_yet_stored_is_409(receiver: Receiver) -> None:
     response = read(url, "/predictions/F1/files/0")
     assert response.status_code == 409
     assert "queued" in response.json()["error"]
+
+
+def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: Receiver) -> None:
+    url, _, clock = receiver
+    clock.now = 1_763_884_800.25  # 2025-11-23T08:00:00.250Z
+    deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
+    deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
+    state = read(url, "/predictions/T1").json()
+    assert state["deliveries"] == [
+        {
+            "webhook_id": "msg_t",
+            "status": "processing",
+            "source": "webhook",
+            "received_at": "2025-11-23T08:00:00.250+00:00",
+        }
+    ]
+    listed = read(url, "/predictions").json()["items"]
+    assert listed[0]["created_at"] == "2025-11-23T08:00:00.250+00:00"
