@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -115,10 +118,6 @@ class ReceiverProcess:
     """`python -m receiver serve` in its own process, as a user runs it."""
 
     def __init__(self, env: dict[str, str], log: Any) -> None:
-        import os
-        import subprocess
-        import sys
-
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
