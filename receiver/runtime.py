@@ -13,10 +13,15 @@ from receiver.store import Store
 from receiver.workers import Periodic
 
 
-def build(settings: Settings) -> tuple[Store, list[Periodic]]:
+def open_store(settings: Settings) -> Store:
+    """The store named by RECEIVER_DATABASE_URL, migrated to the current schema."""
     engine = make_engine(settings.receiver_database_url)
     migrate(engine)
-    store = Store(engine, settings.receiver_download_hosts)
+    return Store(engine, settings.receiver_download_hosts)
+
+
+def build(settings: Settings) -> tuple[Store, list[Periodic]]:
+    store = open_store(settings)
     downloader = Downloader(store, settings)
     workers = [Periodic("downloads", downloader.step, settings.receiver_worker_poll_seconds)]
     if settings.replicate_api_token is not None:

@@ -157,19 +157,16 @@ def receiver_settings(database_url: str, tmp_path: Path) -> Any:
 def receiver(receiver_settings: Any) -> Iterator[Any]:
     """A live receiver (no background workers) on loopback: yields (url, store, clock)."""
     from receiver.app import create_app
-    from receiver.db import make_engine, migrate
+    from receiver.runtime import open_store
     from receiver.settings import signing_keys
-    from receiver.store import Store
     from tests.receiving import Clock, live
 
-    engine = make_engine(receiver_settings.receiver_database_url)
-    migrate(engine)
-    store = Store(engine, receiver_settings.receiver_download_hosts)
+    store = open_store(receiver_settings)
     clock = Clock()
     app = create_app(receiver_settings, signing_keys(receiver_settings.secrets()), store, clock)
     with live(app) as url:
         yield url, store, clock
-    engine.dispose()
+    store.engine.dispose()
 
 
 STANDIN_TOKEN = "r8_test_token"

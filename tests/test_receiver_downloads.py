@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from receiver.db import make_engine, migrate
 from receiver.downloads import LEASE_SECONDS, Downloader, backoff, safe_name
+from receiver.runtime import open_store
 from receiver.settings import Settings
-from receiver.store import Store
 from tests.receiving import Clock, prediction
 
 
@@ -59,20 +58,18 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def setup(database_url: str, tmp_path: Path, files: FileServer) -> Iterator[Any]:
-    settings = Settings(
-        replicate_webhook_secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        receiver_database_url=database_url,
-        receiver_output_dir=tmp_path / "outputs",
-        receiver_download_hosts=["replicate.delivery", files.origin],
-        receiver_download_max_attempts=3,
+def setup(receiver_settings: Settings, files: FileServer) -> Iterator[Any]:
+    """The shared test settings, plus the local file server's origin and 3 attempts at most."""
+    settings = Settings.model_validate(
+        {
+            **receiver_settings.model_dump(),
+            "receiver_download_hosts": ["replicate.delivery", files.origin],
+            "receiver_download_max_attempts": 3,
+        }
     )
-    engine = make_engine(database_url)
-    migrate(engine)
-    store = Store(engine, settings.receiver_download_hosts)
-    clock = Clock()
-    yield settings, store, clock
-    engine.dispose()
+    store = open_store(settings)
+    yield settings, store, Clock()
+    store.engine.dispose()
 
 
 def drain(downloader: Downloader) -> int:
@@ -127,8 +124,7 @@ def test_a_job_left_running_by_a_dead_process_is_resumed(setup: Any, files: File
     files.routes["/a.bin"] = (200, b"abc", {})
     store.record("m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), clock())
     assert store.claim(clock(), LEASE_SECONDS) is not None  # claimed, then the process died
-    fresh = Store(make_engine(settings.receiver_database_url), settings.receiver_download_hosts)
-    restarted = Downloader(fresh, settings, clock)
+    restarted = Downloader(open_store(settings), settings, clock)  # as after a restart
     assert not restarted.step()  # the lease still holds
     clock.now += LEASE_SECONDS + 1
     assert restarted.step()
