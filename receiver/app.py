@@ -92,11 +92,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for worker in [writer, *(workers or [])]:
+        await writer.start()
+        for worker in workers or []:
             worker.start()
         yield
-        for worker in [*(workers or []), writer]:
+        for worker in workers or []:
             worker.stop()
+        await writer.stop()
 
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.
     app = FastAPI(title="Replicate webhook receiver", lifespan=lifespan, redirect_slashes=False)

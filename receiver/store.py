@@ -94,7 +94,7 @@ class Store:
     def record_batch(self, batch: list[Delivery], conn: Connection | None = None) -> list[Outcome]:
         """Apply deliveries in arrival order, in one transaction (one fsync for all of them).
 
-        `conn`: a connection the caller keeps open (the writer thread does, to skip the pool's
+        `conn`: a connection the caller keeps open (the writer process does, to skip the pool's
         checkout ping and reset round trips); by default one is borrowed from the pool.
 
         Set-based, so the cost per delivery stays small: insert the deliveries (the primary key

@@ -1,96 +1,120 @@
-"""Group commit: one thread writes every delivery, many per transaction.
+"""The event loop's side of the writer process: send deliveries, await their commits.
 
-A durable commit costs an fsync. Committing each webhook on its own thread makes SQLite writers
-queue on its lock (and sleep in its busy handler) and makes PostgreSQL pay one fsync per
-delivery. Instead, handlers hand their delivery to this thread and await; it takes everything
-queued so far, records it in one transaction, and wakes the event loop once for the whole
-batch. A batch that fails is retried one delivery at a time, so one bad delivery cannot fail
-its neighbours.
+Each delivery goes to `receiver.writer_process` (see there for why a process) with a sequence
+number; a handler awaits the future for that number, which settles once the delivery's
+transaction has committed. If the writer process dies, every delivery still waiting gets a
+`StoreError` (a 503, so Replicate retries it) and the next delivery starts a new process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import queue
-import threading
-from collections.abc import Sequence
+import os
+import sys
+from pathlib import Path
 
-from sqlalchemy import Connection
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.store import Delivery, Outcome, Store
+from receiver.writer_process import delivery_frame, frame
 
 log = logging.getLogger("receiver")
-MAX_BATCH = 256
-Pending = tuple[Delivery, "asyncio.Future[Outcome]"]
-_STOP = None
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class StoreError(SQLAlchemyError):
+    """The writer process could not record a delivery, or is gone."""
 
 
 class Writer:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._queue: queue.SimpleQueue[Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._conn: Connection | None = None  # kept open between batches; reopened after errors
+        self._process: asyncio.subprocess.Process | None = None
+        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._seq = itertools.count()
+        self._spawning = asyncio.Lock()
+        self._readers: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
+    async def start(self) -> None:
+        await self._spawn()
 
-    def stop(self) -> None:
-        self._queue.put(_STOP)
-        self._thread.join(timeout=30)
+    async def stop(self) -> None:
+        """Let the writer process finish what it was sent, then wait for it to exit."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+        await asyncio.gather(*self._readers)
 
     async def write(self, delivery: Delivery) -> Outcome:
         """Record one delivery durably; returns once its transaction has committed."""
+        process = self._process or await self._spawn()
+        assert process.stdin is not None
+        seq = next(self._seq)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put((delivery, future))
+        self._pending[seq] = future
+        process.stdin.write(delivery_frame(seq, delivery))
+        with contextlib.suppress(ConnectionError):  # it died: the answer reader fails this future
+            await process.stdin.drain()  # back-pressure when the writer falls behind
         return await future
 
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not _STOP:
-            batch: list[Pending | None] = [item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            pending = [p for p in batch if p is not None]
-            results = self._record([d for d, _ in pending])
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(_settle, [f for _, f in pending], results)
-            if len(pending) < len(batch):
-                break
-        if self._conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                self._conn.close()
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        async with self._spawning:
+            if self._process is not None:
+                return self._process
+            pythonpath = os.pathsep.join(
+                filter(None, [str(_PACKAGE_ROOT), os.getenv("PYTHONPATH")])
+            )
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "receiver.writer_process",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": pythonpath},
+            )
+            assert process.stdin is not None
+            config = {
+                "database_url": self.store.engine.url.render_as_string(hide_password=False),
+                "download_hosts": self.store.download_hosts,
+            }
+            process.stdin.write(frame(orjson.dumps(config)))
+            reader = asyncio.create_task(self._read_answers(process))
+            self._readers.add(reader)
+            reader.add_done_callback(self._readers.discard)
+            self._process = process
+            return process
 
-    def _record(self, batch: list[Delivery]) -> Sequence[Outcome | SQLAlchemyError]:
+    async def _read_answers(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
         try:
-            if self._conn is None:
-                self._conn = self.store.engine.connect()
-            return self.store.record_batch(batch, self._conn)
-        except SQLAlchemyError as exc:
-            if self._conn is not None:
-                with contextlib.suppress(SQLAlchemyError):  # the database may be gone
-                    self._conn.close()  # its state is unknown: the next batch starts afresh
-                self._conn = None
-            if len(batch) == 1:
-                return [exc]
-            log.warning("batch of %d failed (%s); writing one at a time", len(batch), exc)
-            return [result for one in batch for result in self._record([one])]
-
-
-def _settle(
-    futures: list[asyncio.Future[Outcome]], results: Sequence[Outcome | SQLAlchemyError]
-) -> None:
-    for future, result in zip(futures, results, strict=True):
-        if future.cancelled():  # the sender hung up; the delivery may still be stored
-            continue
-        if isinstance(result, SQLAlchemyError):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
+            while True:
+                length = int.from_bytes(await process.stdout.readexactly(4))
+                for seq, outcome, error in orjson.loads(await process.stdout.readexactly(length)):
+                    future = self._pending.pop(seq)
+                    if future.cancelled():  # the sender hung up; the delivery may be stored
+                        continue
+                    if error is None:
+                        future.set_result(outcome)
+                    else:
+                        future.set_exception(StoreError(error))
+        except asyncio.IncompleteReadError:
+            pass  # the process has exited
+        # No await before this point: nothing can be sent to the dead process in between.
+        self._process = None
+        waiting, self._pending = self._pending, {}
+        for future in waiting.values():
+            if not future.cancelled():
+                future.set_exception(StoreError("writer process exited"))
+        code = await process.wait()
+        if not self._stopping:
+            log.warning("writer process exited (%s); the next delivery starts another", code)
