@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +85,13 @@ def cog_server(
     cwd: Path = REPO,
     ready_timeout: float = 180,
     require_ready: bool = True,
+    args: Sequence[str] = (),
 ) -> Iterator[CogServer]:
     """Start `python -m cog.server.http` on a free loopback port; stop it on exit."""
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1", *args],
             cwd=cwd,
             env=server_env(port, runner, env or {}),
             stdout=log,

@@ -159,12 +159,13 @@ def receiver(receiver_settings: Any) -> Iterator[Any]:
     from receiver.app import create_app
     from receiver.runtime import open_store
     from receiver.settings import signing_keys
-    from tests.receiving import Clock, live
+    from ship.local import serve_in_thread
+    from tests.receiving import Clock
 
     store = open_store(receiver_settings)
     clock = Clock()
     app = create_app(receiver_settings, signing_keys(receiver_settings.secrets()), store, clock)
-    with live(app) as url:
+    with serve_in_thread(app) as url:
         yield url, store, clock
     store.engine.dispose()
 
@@ -176,10 +177,10 @@ STANDIN_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 @pytest.fixture
 def standin() -> Iterator[Any]:
     """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
+    from ship.local import serve_in_thread
     from ship.standin import StandIn, create_standin
-    from tests.receiving import live
 
     state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
-    with live(create_standin(state)) as url:
+    with serve_in_thread(create_standin(state)) as url:
         state.base_url = url
         yield url, state

@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 from receiver.db import make_engine
 from receiver.tables import deliveries, files, predictions
 from ship.cog_server import REPO
+from ship.local import ReceiverProcess
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
-from tests.receiving import SECRET, ReceiverProcess, prediction, signed
+from tests.receiving import SECRET, prediction, signed
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
 

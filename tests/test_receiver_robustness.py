@@ -15,7 +15,8 @@ from receiver.app import create_app
 from receiver.db import make_engine
 from receiver.settings import Settings, signing_keys
 from receiver.store import Store
-from tests.receiving import SECRET, live, prediction, signed
+from ship.local import serve_in_thread
+from tests.receiving import SECRET, prediction, signed
 
 Receiver = tuple[str, Any, Any]
 FUZZ = settings(
@@ -89,7 +90,7 @@ def receiver_without_store(tmp_path: Any) -> Iterator[str]:
     settings = Settings(replicate_webhook_secret=SECRET, receiver_output_dir=tmp_path)
     engine = make_engine("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
     store = Store(engine, settings.receiver_download_hosts)
-    with live(create_app(settings, signing_keys(settings.secrets()), store)) as url:
+    with serve_in_thread(create_app(settings, signing_keys(settings.secrets()), store)) as url:
         yield url
 
 

@@ -1,0 +1,112 @@
+"""The whole loop on one machine: the Cog server, the stand-in for Replicate, the receiver.
+
+`make demo` and the tests start these the same way, so what the tests check is what the demo
+runs. Each is a context manager that stops what it started, also on Ctrl-C or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from ship.cog_server import REPO, cog_server, free_port
+from ship.standin import StandIn, create_standin
+from ship.webhook_sender import RETRY_DELAYS
+
+MODEL = "local/all-minilm-l6-v2"
+SCHEMA = REPO / ".cog" / "openapi_schema.json"
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """Serve `app` with uvicorn on a loopback port in a thread; yield its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextmanager
+def local_replicate(
+    logs: Path, token: str, secret: str, retry_delays: tuple[float, ...] = RETRY_DELAYS
+) -> Iterator[StandIn]:
+    """The stand-in, with MODEL's version registered, running predictions on a Cog server."""
+    standin = StandIn(token=token, secret=secret, retry_delays=retry_delays)
+    port = free_port()
+    standin.base_url = f"http://127.0.0.1:{port}"
+    with serve_in_thread(create_standin(standin), port):
+        # Cog uploads file outputs to the stand-in, which serves them as replicate.delivery does.
+        upload = ["--upload-url", f"{standin.base_url}/_uploads/"]
+        with cog_server(logs / "cog-server.log", args=upload) as cog:
+            standin.cog_url = cog.url
+            standin.add_version(MODEL, json.loads(SCHEMA.read_text()))
+            yield standin
+
+
+class ReceiverProcess:
+    """`python -m receiver serve` in its own process, as a user runs it."""
+
+    def __init__(self, env: dict[str, str], log: IO[bytes], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"receiver exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("receiver not healthy in time")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@contextmanager
+def receiver_process(
+    env: dict[str, str], log_path: Path, port: int | None = None
+) -> Iterator[ReceiverProcess]:
+    """A healthy receiver process, stopped on exit."""
+    with log_path.open("ab") as log:
+        receiver = ReceiverProcess(env, log, port)
+        try:
+            receiver.wait_healthy()
+            yield receiver
+        finally:
+            receiver.stop()

@@ -1,0 +1,120 @@
+"""`make smoke`: one prediction on the deployment, collected end to end by our receiver.
+
+Creates a prediction with a webhook to `$RECEIVER_URL/webhooks/replicate` (events `start` and
+`completed`), then asks the receiver's read API, until a deadline, for the prediction's terminal
+state: the webhook path is what is tested, not Replicate's API. The output must be three
+384-float vectors in which the similar pair scores a higher cosine than the dissimilar pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from typing import Any
+
+import httpx
+from replicate.client import Client
+
+from ship.api import TERMINAL, ShipError, client, reported, run_cli, with_backoff
+
+TEXTS = [
+    "A man is playing a guitar on stage.",
+    "Someone performs music with a guitar.",
+    "The quarterly tax filing is due on Monday.",
+]
+DIMENSIONS = 384
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def check_output(output: Any) -> tuple[float, float]:
+    """The (similar, dissimilar) cosines, or a ShipError saying what is wrong with `output`."""
+    if not isinstance(output, list) or len(output) != len(TEXTS):
+        raise ShipError(f"expected {len(TEXTS)} vectors, got {str(output)[:80]}")
+    for vector in output:
+        if not isinstance(vector, list) or len(vector) != DIMENSIONS:
+            raise ShipError(f"expected vectors of {DIMENSIONS} floats, got {str(vector)[:80]}")
+    similar, dissimilar = cosine(output[0], output[1]), cosine(output[0], output[2])
+    if not similar > dissimilar:
+        raise ShipError(f"similar pair scored {similar:.3f}, not above {dissimilar:.3f}")
+    return similar, dissimilar
+
+
+def collected(receiver_url: str, token: str, prediction_id: str, deadline: float) -> dict[str, Any]:
+    """Poll the receiver until it holds the prediction's terminal state."""
+    headers = {"authorization": f"Bearer {token}"}
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(
+                f"{receiver_url}/predictions/{prediction_id}", headers=headers, timeout=10
+            )
+        except httpx.HTTPError as exc:
+            last = f"receiver unreachable: {exc!r}"
+        else:
+            if response.status_code in (401, 403):
+                raise ShipError(f"receiver refused RECEIVER_API_TOKEN ({response.status_code})")
+            if response.status_code == 200:
+                state: dict[str, Any] = response.json()
+                if state["status"] in TERMINAL:
+                    return state
+                last = f"status {state['status']}"
+            else:
+                last = f"receiver answered {response.status_code}"
+        time.sleep(0.25)
+    raise ShipError(f"prediction {prediction_id} not collected by the receiver in time ({last})")
+
+
+def smoke(api: Client, deployment: str, receiver_url: str, token: str, timeout: float) -> str:
+    started = time.monotonic()
+    receiver_url = receiver_url.rstrip("/")
+    with reported(f"create a prediction on {deployment}"):
+        prediction = with_backoff(
+            lambda: api.deployments.predictions.create(
+                deployment,
+                input={"texts": TEXTS},
+                webhook=f"{receiver_url}/webhooks/replicate",
+                webhook_events_filter=["start", "completed"],
+            )
+        )
+    state = collected(receiver_url, token, prediction.id, started + timeout)
+    if state["status"] != "succeeded":
+        raise ShipError(f"prediction {prediction.id} {state['status']}: {state.get('error')}")
+    similar, dissimilar = check_output(state["output"])
+    return (
+        f"smoke: ok, prediction {prediction.id} on {deployment} collected by the receiver in "
+        f"{time.monotonic() - started:.1f} s; cosine similar {similar:.3f} > dissimilar "
+        f"{dissimilar:.3f}"
+    )
+
+
+def main() -> int:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python -m ship.smoke", description=__doc__)
+    parser.add_argument("--deployment", default=env("DEPLOYMENT"), help="owner/name")
+    parser.add_argument("--receiver-url", default=env("RECEIVER_URL"))
+    parser.add_argument("--timeout", default=env("SMOKE_TIMEOUT", "300"), help="seconds")
+    args = parser.parse_args()
+
+    def body() -> str:
+        if not args.deployment or not args.receiver_url:
+            raise ShipError("set DEPLOYMENT (owner/name) and RECEIVER_URL (the receiver's URL)")
+        token = env("RECEIVER_API_TOKEN")
+        if not token:
+            raise ShipError("RECEIVER_API_TOKEN is not set: the receiver's read API needs it")
+        try:
+            timeout = float(args.timeout)
+        except ValueError:
+            raise ShipError(f"SMOKE_TIMEOUT must be seconds, not {args.timeout!r}") from None
+        return smoke(client(), args.deployment, args.receiver_url, token, timeout)
+
+    return run_cli("smoke", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
