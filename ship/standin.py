@@ -248,15 +248,19 @@ class Runner:
         if response.status_code >= 400:
             self.apply(pid, {"status": "failed", "error": f"model refused: {response.text}"})
 
+    def from_cog(self, prediction_id: str, update: dict[str, Any]) -> None:
+        """A webhook from Cog; terminal ones wait while the stand-in holds completions."""
+        if update.get("status") in TERMINAL and self.standin.hold_completions:
+            self.standin._held.append((prediction_id, update))
+        else:
+            self.apply(prediction_id, update)
+
     def apply(self, prediction_id: str, update: dict[str, Any]) -> None:
-        """Apply one state from Cog (its smaller webhook shape) and notify subscribers."""
+        """Apply one state (in the shape of Cog's webhooks) and notify subscribers."""
         prediction = self.standin.predictions.get(prediction_id)
         if prediction is None or prediction["status"] in TERMINAL:
             return
         status = update.get("status", prediction["status"])
-        if status in TERMINAL and self.standin.hold_completions:
-            self.standin._held.append((prediction_id, update))
-            return
         before = dict(prediction)
         prediction["status"] = status
         for key in ("output", "error"):
@@ -498,7 +502,7 @@ def create_standin(standin: StandIn) -> FastAPI:
     async def from_cog(prediction_id: str, request: Request) -> Response:
         update = await json_body(request)
         if isinstance(update, dict):
-            runner_box["runner"].apply(prediction_id, update)
+            runner_box["runner"].from_cog(prediction_id, update)
         return Response(status_code=200)
 
     @app.put("/_uploads/{name}")

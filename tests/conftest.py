@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -76,20 +77,31 @@ def cog(tmp_path_factory: pytest.TempPathFactory, schema_file: Path) -> Iterator
 
 
 class WebhookSink:
-    """A real HTTP server on loopback that records every POSTed JSON body."""
+    """A real HTTP server on loopback that records every POST: its JSON body, headers and time.
+
+    `statuses` are answered in order, one per request, then 200."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.requests: list[tuple[float, dict[str, str], dict[str, Any]]] = []
+        self.statuses: list[int] = []
         self._changed = threading.Condition()
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                self.send_response(200)
+                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+                with sink._changed:
+                    status = sink.statuses.pop(0) if sink.statuses else 200
+                self.send_response(status)
+                if status in (301, 302, 307, 308):
+                    self.send_header("Location", sink.url + "/elsewhere")
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 with sink._changed:
-                    sink.events.append(json.loads(body))
+                    sink.requests.append((time.monotonic(), dict(self.headers), body))
+                    if status == 200:
+                        sink.events.append(body)
                     sink._changed.notify_all()
 
             def log_message(self, *args: Any) -> None:
@@ -98,6 +110,11 @@ class WebhookSink:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait_requests(self, count: int, timeout: float = 30) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.requests) >= count, timeout):
+                raise AssertionError(f"{len(self.requests)} requests in {timeout} s, not {count}")
 
     def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
+from ship.local import MODEL, SCHEMA
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.openapi_contract import validate
 
@@ -43,3 +45,117 @@ def test_token_required_and_unknown_is_404(standin: Any) -> None:
     missing = httpx.get(f"{url}/v1/predictions/none", headers=AUTH)
     assert missing.status_code == 404
     assert missing.json()["status"] == 404
+
+
+@pytest.fixture
+def registered(standin: Any, schema_file: Any) -> tuple[str, Any, str]:
+    url, state = standin
+    version = state.add_version(MODEL, json.loads(SCHEMA.read_text()))
+    return url, state, version
+
+
+def test_models_and_versions_match_the_schema(registered: tuple[str, Any, str]) -> None:
+    url, _, version = registered
+    base = f"{url}/v1/models/{MODEL}"
+    model = httpx.get(base, headers=AUTH).json()
+    validate(model, "/models/{model_owner}/{model_name}", "get")
+    assert model["latest_version"]["id"] == version
+    listed = httpx.get(f"{base}/versions", headers=AUTH).json()
+    validate(listed, "/models/{model_owner}/{model_name}/versions", "get")
+    one = httpx.get(f"{base}/versions/{version}", headers=AUTH).json()
+    validate(one, "/models/{model_owner}/{model_name}/versions/{version_id}", "get")
+    assert httpx.get(f"{base}/versions/{'0' * 64}", headers=AUTH).status_code == 404
+    assert httpx.get(f"{url}/v1/models/local/none", headers=AUTH).status_code == 404
+
+
+def test_deployments_match_the_schema(registered: tuple[str, Any, str]) -> None:
+    url, _, version = registered
+    body = {
+        "name": "embed",
+        "model": MODEL,
+        "version": version,
+        "hardware": "cpu",
+        "min_instances": 0,
+        "max_instances": 1,
+    }
+    created = httpx.post(f"{url}/v1/deployments", json=body, headers=AUTH)
+    validate(created.json(), "/deployments", "post")
+    path = "/deployments/{deployment_owner}/{deployment_name}"
+    got = httpx.get(f"{url}/v1/deployments/local/embed", headers=AUTH).json()
+    validate(got, path, "get")
+    updated = httpx.patch(
+        f"{url}/v1/deployments/local/embed", json={"max_instances": 2}, headers=AUTH
+    ).json()
+    validate(updated, path, "patch")
+    assert updated["current_release"]["number"] == 2
+    assert httpx.post(f"{url}/v1/deployments", json=body, headers=AUTH).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        ({"max_instances": 21}, "max_instances must be an integer in 0..20"),
+        ({"min_instances": 2, "max_instances": 1}, "min_instances is above max_instances"),
+        ({"version": "0" * 64}, "does not exist"),
+        ({"hardware": None}, "hardware must be a string"),
+    ],
+)
+def test_deployment_requests_are_checked(
+    registered: tuple[str, Any, str], change: dict[str, Any], detail: str
+) -> None:
+    url, _, version = registered
+    body = {"name": "d", "model": MODEL, "version": version, "hardware": "cpu"}
+    body |= {"min_instances": 0, "max_instances": 1, **change}
+    response = httpx.post(f"{url}/v1/deployments", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]
+
+
+def test_deployment_predictions_match_the_schema(registered: tuple[str, Any, str]) -> None:
+    url, state, version = registered
+    httpx.post(
+        f"{url}/v1/deployments",
+        json={"name": "p", "model": MODEL, "version": version, "hardware": "cpu"}
+        | {"min_instances": 0, "max_instances": 1},
+        headers=AUTH,
+    )
+    path = "/deployments/{deployment_owner}/{deployment_name}/predictions"
+    created = httpx.post(
+        f"{url}/v1{path.replace('{deployment_owner}', 'local').replace('{deployment_name}', 'p')}",
+        json={"input": {"texts": ["hi"]}, "webhook": "https://example.com/hook"},
+        headers=AUTH,
+    )
+    assert created.status_code == 201
+    validate(created.json(), path, "post", "201")
+    pid = created.json()["id"]
+    canceled = httpx.post(f"{url}/v1/predictions/{pid}/cancel", headers=AUTH).json()
+    validate(canceled, "/predictions/{prediction_id}/cancel", "post")
+    assert canceled["status"] == "canceled"
+    assert state.predictions[pid]["deployment"] == "local/p"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"input": {}}, "input: 'texts' is a required property"),
+        ({"input": {"texts": "hi"}}, "texts: 'hi' is not of type 'array'"),
+        ({"input": {"texts": ["a"], "output_format": "csv"}}, "output_format"),
+        ({"input": {"texts": ["a"]}, "version": "x"}, "unknown fields: version"),
+        ({"input": {"texts": ["a"]}, "webhook": "ftp://x"}, "webhook must be an http(s) URL"),
+        ({"input": {"texts": ["a"]}, "webhook_events_filter": ["all"]}, "webhook_events_filter"),
+        ([1, 2], "the body must be a JSON object"),
+    ],
+)
+def test_prediction_requests_are_checked_against_the_version(
+    registered: tuple[str, Any, str], body: Any, detail: str
+) -> None:
+    url, _, version = registered
+    httpx.post(
+        f"{url}/v1/deployments",
+        json={"name": "q", "model": MODEL, "version": version, "hardware": "cpu"}
+        | {"min_instances": 0, "max_instances": 1},
+        headers=AUTH,
+    )
+    response = httpx.post(f"{url}/v1/deployments/local/q/predictions", json=body, headers=AUTH)
+    assert response.status_code == 422
+    assert detail in response.json()["detail"]

@@ -1,0 +1,231 @@
+"""The whole loop, offline: deploy and smoke through the real client, the stand-in running
+predictions on the real Cog server, webhooks into a real receiver process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from replicate.client import Client
+
+from ship.cog_server import REPO, free_port
+from ship.local import MODEL, ReceiverProcess, local_replicate, receiver_process
+from ship.standin import StandIn
+from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
+from tests.openapi_contract import validate
+from tests.receiving import READ_TOKEN
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # Replicate's schedule, compressed from a minute to 7.5 s
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory, schema_file: Path) -> Iterator[StandIn]:
+    logs = tmp_path_factory.mktemp("local")
+    with local_replicate(logs, STANDIN_TOKEN, STANDIN_SECRET, RETRY_DELAYS) as standin:
+        yield standin
+
+
+def api_env(standin: StandIn) -> dict[str, str]:
+    return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": standin.base_url}
+
+
+def script(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"ship.{name}"],
+        cwd=REPO,
+        env={**CLEAN_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+Collector = Callable[..., ReceiverProcess]
+
+
+@pytest.fixture
+def collector(local: StandIn, tmp_path: Path) -> Iterator[Collector]:
+    """Start receiver processes on one SQLite store, configured for the stand-in."""
+    env = {
+        **CLEAN_ENV,
+        **api_env(local),  # the secret is fetched from the stand-in at start
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "RECEIVER_API_TOKEN": READ_TOKEN,
+        "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "RECEIVER_DOWNLOAD_HOSTS": local.base_url,
+        "RECEIVER_WORKER_POLL_SECONDS": "0.1",
+        "RECEIVER_RECONCILE_AFTER_SECONDS": "0.5",
+        "RECEIVER_RECONCILE_INTERVAL_SECONDS": "0.2",
+    }
+    with ExitStack() as stack:
+
+        def start(port: int | None = None) -> ReceiverProcess:
+            log = tmp_path / "receiver.log"
+            return stack.enter_context(receiver_process(env, log, port))
+
+        yield start
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60) -> Any:
+    """Poll `check` (another process holds the state) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while (result := check()) in (None, False):
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+    return result
+
+
+def collected(url: str, prediction_id: str, status: str = "succeeded") -> dict[str, Any] | None:
+    response = httpx.get(
+        f"{url}/predictions/{prediction_id}", headers={"authorization": f"Bearer {READ_TOKEN}"}
+    )
+    if response.status_code == 404:
+        return None
+    state: dict[str, Any] = response.json()
+    return state if state["status"] == status else None
+
+
+def deployed(standin: StandIn, name: str) -> str:
+    """Deploy MODEL as `local/<name>` through the deploy script; return its owner/name."""
+    deployment = f"local/{name}"
+    env = {**api_env(standin), "MODEL": MODEL, "DEPLOYMENT": deployment, "HARDWARE": "cpu"}
+    result = script("deploy", env)
+    assert result.returncode == 0, result.stderr
+    return deployment
+
+
+def predict(standin: StandIn, deployment: str, webhook: str, **input: Any) -> str:
+    api = Client(api_token=STANDIN_TOKEN, base_url=standin.base_url)
+    prediction = api.deployments.predictions.create(
+        deployment, input={"texts": ["one", "two"], **input}, webhook=webhook
+    )
+    return str(prediction.id)
+
+
+def test_deploy_creates_then_updates_and_never_duplicates(local: StandIn) -> None:
+    env = {**api_env(local), "MODEL": MODEL, "DEPLOYMENT": "local/twice", "HARDWARE": "cpu"}
+    first, again = script("deploy", env), script("deploy", env)
+    bigger = script("deploy", {**env, "MAX_INSTANCES": "3"})
+    assert first.stdout.startswith("deployment local/twice created: release 1, ")
+    assert again.stdout.startswith("deployment local/twice unchanged: release 1, ")
+    assert bigger.stdout.startswith("deployment local/twice updated: release 2, ")
+    assert "0-3 instances" in bigger.stdout
+    assert [first.returncode, again.returncode, bigger.returncode] == [0, 0, 0]
+    assert [name for name in local.deployments if name.endswith("/twice")] == ["local/twice"]
+    version = local.versions[MODEL][0]["id"]
+    assert local.deployments["local/twice"]["current_release"]["version"] == version
+
+
+def test_smoke_collects_the_prediction_through_the_receiver(
+    local: StandIn, collector: Collector
+) -> None:
+    receiver = collector()
+    deployment = deployed(local, "smoke")
+    env = {**api_env(local), "DEPLOYMENT": deployment, "RECEIVER_URL": receiver.url}
+    result = script("smoke", {**env, "RECEIVER_API_TOKEN": READ_TOKEN})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("smoke: ok, prediction ")
+    prediction_id = result.stdout.split()[3]
+    state = collected(receiver.url, prediction_id)
+    assert state is not None
+    assert [d["status"] for d in state["deliveries"]] == ["processing", "succeeded"]
+    assert state["deployment"] == deployment  # Replicate's full object, not Cog's smaller one
+    validate(local.predictions[prediction_id], "/predictions/{prediction_id}", "get")
+
+
+def test_receiver_back_within_the_retry_window_still_collects(
+    local: StandIn, collector: Collector
+) -> None:
+    deployment = deployed(local, "retry")
+    port = free_port()  # nothing listens there yet
+    prediction_id = predict(local, deployment, f"http://127.0.0.1:{port}/webhooks/replicate")
+    local.wait_until(
+        lambda s: any(
+            a.prediction_id == prediction_id and a.event == "completed" for a in s.attempts
+        ),
+        timeout=120,
+    )
+    receiver = collector(port)
+    state = eventually(lambda: collected(receiver.url, prediction_id), timeout=30)
+    outcomes = [a.outcome for a in local.attempts if a.prediction_id == prediction_id]
+    assert outcomes[-1] == "200"
+    assert "ConnectError" in outcomes
+    assert [d["status"] for d in state["deliveries"]] == ["succeeded"]
+
+
+def test_receiver_down_past_the_retries_is_caught_up_by_reconciliation(
+    local: StandIn, collector: Collector
+) -> None:
+    deployment = deployed(local, "reconcile")
+    receiver = collector()
+    local.hold_completions = True
+    prediction_id = predict(local, deployment, f"{receiver.url}/webhooks/replicate")
+    eventually(lambda: collected(receiver.url, prediction_id, "processing"))
+    receiver.stop()
+    local.release_completions()
+    local.wait_until(
+        lambda s: any(
+            a.prediction_id == prediction_id and a.outcome == "gave up" for a in s.attempts
+        ),
+        timeout=30,
+    )
+    restarted = collector(receiver.port)
+    state = eventually(lambda: collected(restarted.url, prediction_id), timeout=30)
+    history = [(d["source"], d["status"]) for d in state["deliveries"]]
+    assert history[0] == ("webhook", "processing")
+    assert history[-1] == ("reconcile", "succeeded")  # fetched from the API, not delivered
+    assert ("webhook", "succeeded") not in history
+    assert len(state["output"]) == 2
+
+
+def test_npy_output_file_is_fetched_from_the_standin_and_served(
+    local: StandIn, collector: Collector
+) -> None:
+    receiver = collector()
+    deployment = deployed(local, "files")
+    webhook = f"{receiver.url}/webhooks/replicate"
+    prediction_id = predict(local, deployment, webhook, output_format="npy")
+
+    def stored() -> dict[str, Any] | None:
+        state = collected(receiver.url, prediction_id)
+        return state if state and state["files"] and state["files"][0]["state"] == "done" else None
+
+    state = eventually(stored)
+    url = state["output"]
+    assert url.startswith(f"{local.base_url}/files/")
+    key = url.split("/")[-2]
+    original, _ = local.files[key]
+    assert state["files"][0]["sha256"] == hashlib.sha256(original).hexdigest()
+    served = httpx.get(
+        f"{receiver.url}/predictions/{prediction_id}/files/0",
+        headers={"authorization": f"Bearer {READ_TOKEN}"},
+    )
+    assert np.load(io.BytesIO(served.content)).shape == (2, 384)
+
+
+def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: Collector) -> None:
+    receiver = collector()
+    deployment = deployed(local, "cancel")
+    webhook = f"{receiver.url}/webhooks/replicate"
+    local.hold_completions = True
+    running = predict(local, deployment, webhook)
+    queued = predict(local, deployment, webhook)
+    api = Client(api_token=STANDIN_TOKEN, base_url=local.base_url)
+    assert api.predictions.cancel(queued).status == "canceled"
+    local.release_completions()
+    assert eventually(lambda: collected(receiver.url, running))
+    assert eventually(lambda: collected(receiver.url, queued, "canceled"))
+    assert local.predictions[queued]["status"] == "canceled"

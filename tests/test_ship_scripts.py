@@ -1,0 +1,167 @@
+"""The ship scripts' failure paths: one readable line and a non-zero exit, never a traceback;
+and the client gaps they cover (429 on POST, `aborted`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from replicate.client import Client
+from replicate.exceptions import ReplicateError
+
+from ship.api import ShipError, prediction, with_backoff
+from ship.cog_server import REPO
+from ship.local import MODEL, SCHEMA
+from ship.push import pushed_version
+from tests.conftest import STANDIN_TOKEN
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
+VERSION = "a" * 64
+
+
+def run(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"ship.{name}", *args],
+        cwd=REPO,
+        env={**CLEAN_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def one_line_failure(result: subprocess.CompletedProcess[str], prog: str, words: str) -> None:
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"{prog}: ")
+    assert words in result.stderr, result.stderr
+
+
+@pytest.fixture
+def api_env(standin: Any, schema_file: Any) -> dict[str, str]:
+    url, state = standin
+    state.add_version(MODEL, json.loads(SCHEMA.read_text()))
+    return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": url}
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "words"),
+    [
+        ("deploy", {"MODEL": MODEL, "DEPLOYMENT": "local/x"}, "REPLICATE_API_TOKEN is not set"),
+        ("deploy", {}, "set DEPLOYMENT and MODEL"),
+        ("smoke", {"DEPLOYMENT": "local/x"}, "set DEPLOYMENT (owner/name) and RECEIVER_URL"),
+        ("push", {}, "set MODEL"),
+    ],
+)
+def test_missing_settings(name: str, env: dict[str, str], words: str) -> None:
+    one_line_failure(run(name, env), name, words)
+
+
+def test_deploy_failures_are_one_line(api_env: dict[str, str]) -> None:
+    base = {**api_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}
+    one_line_failure(
+        run("deploy", {**base, "MODEL": "local/nothing"}),
+        "deploy",
+        "model local/nothing: Replicate answered 404",
+    )
+    one_line_failure(
+        run("deploy", {**base, "REPLICATE_API_TOKEN": "r8_wrong"}), "deploy", "answered 401"
+    )
+    one_line_failure(run("deploy", {**base, "DEPLOYMENT": "nobody"}), "deploy", "owner/name")
+    one_line_failure(
+        run("deploy", {**base, "MIN_INSTANCES": "two"}), "deploy", "MIN_INSTANCES must be"
+    )
+    one_line_failure(
+        run("deploy", {**base, "VERSION": VERSION}), "deploy", f"version {VERSION} of {MODEL}"
+    )
+    one_line_failure(
+        run("deploy", {**base, "REPLICATE_BASE_URL": "http://127.0.0.1:9"}),
+        "deploy",
+        "cannot reach http://127.0.0.1:9",
+    )
+
+
+def test_smoke_failures_are_one_line(api_env: dict[str, str]) -> None:
+    base = {**api_env, "RECEIVER_URL": "http://127.0.0.1:9", "RECEIVER_API_TOKEN": "t"}
+    one_line_failure(
+        run("smoke", {**base, "DEPLOYMENT": "local/none"}),
+        "smoke",
+        "create a prediction on local/none: Replicate answered 404",
+    )
+    assert run("deploy", {**api_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}).returncode == 0
+    # The stand-in here runs no model: the prediction never completes, the deadline ends it.
+    one_line_failure(
+        run("smoke", {**base, "DEPLOYMENT": "local/x", "SMOKE_TIMEOUT": "1"}),
+        "smoke",
+        "not collected by the receiver in time (receiver unreachable",
+    )
+    one_line_failure(
+        run("smoke", {**base, "DEPLOYMENT": "local/x", "RECEIVER_API_TOKEN": ""}),
+        "smoke",
+        "RECEIVER_API_TOKEN is not set",
+    )
+
+
+def test_push_without_cog_or_docker_is_one_line(tmp_path: Any) -> None:
+    # A PATH with python only: neither cog nor docker can be found.
+    (tmp_path / "python").symlink_to(sys.executable)
+    result = run("push", {"MODEL": MODEL, "REPLICATE_API_TOKEN": "r8_x", "PATH": str(tmp_path)})
+    one_line_failure(result, "push", "the cog CLI is not on PATH")
+    assert "Docker is not installed" in result.stderr
+    # What `make build` and `make predict` run first.
+    one_line_failure(run("push", {"PATH": str(tmp_path)}, "--check"), "push", "the cog CLI is not")
+
+
+def test_push_reads_the_version_cog_printed() -> None:
+    output = (
+        "Building Docker image from environment in cog.yaml as r8.im/acme/embed...\n"
+        f"Pushing image 'r8.im/acme/embed'...\nLayer sha256:{'0' * 64}: Pushed\n"
+        f"Image uploaded\nr8.im/acme/embed@sha256:{VERSION}\n"
+        "Run your model on Replicate:\n    https://replicate.com/acme/embed\n"
+    )
+    assert pushed_version(output) == VERSION
+    with pytest.raises(ShipError, match="printed no version id"):
+        pushed_version("Error: authentication required\n")
+
+
+def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: Any) -> None:
+    _, state = standin
+    api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
+    version = state.versions[MODEL][0]["id"]
+    state.throttled = 2
+    slept: list[float] = []
+    created = with_backoff(
+        lambda: api.deployments.create(
+            name="busy",
+            model=MODEL,
+            version=version,
+            hardware="cpu",
+            min_instances=0,
+            max_instances=1,
+        ),
+        sleep=slept.append,
+    )
+    assert created.name == "busy"
+    assert len(slept) == 2
+    assert slept[1] <= 2.0  # full jitter under base * 2**attempt
+    state.throttled = 10
+    with pytest.raises(ReplicateError) as refused:
+        with_backoff(
+            lambda: api.deployments.update("local", "busy", max_instances=2), 2, 1, slept.append
+        )
+    assert refused.value.status == 429
+    assert len(slept) == 3
+
+
+def test_aborted_predictions_are_read_as_raw_json(api_env: dict[str, str], standin: Any) -> None:
+    _, state = standin
+    state.put("gone", "aborted")
+    api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
+    assert prediction(api, "gone")["status"] == "aborted"
