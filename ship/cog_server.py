@@ -7,7 +7,9 @@ server and input validation as the built image, started from the repository.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +98,7 @@ def cog_server(
             env=server_env(port, runner, env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stopped as one, not hit by a terminal's ^C
         )
     server = CogServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -105,12 +108,31 @@ def cog_server(
             raise CogServerError(f"cog server {health['status']}: {setup_logs.strip()[-500:]}")
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the server and its worker: the whole process group, waited for until it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + 15
+    while _group_alive(process.pid):  # the worker outlives the server by a moment
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def main() -> None:

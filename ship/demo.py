@@ -1,59 +1,179 @@
-"""`make demo`: serve the model locally under Cog and make one prediction.
+"""`make demo`: the whole loop, offline, on the receiver's embedded default store.
 
-Prints a short summary a person can check by eye: the vectors' shape and the
-cosine of a similar pair against a dissimilar one.
+Starts the Cog server (CPU), the stand-in for Replicate and the receiver (SQLite under ./data/);
+deploys with the deploy script and checks the loop with the smoke script, exactly as `make
+deploy smoke` does against Replicate; makes a few more predictions (one with npy output, which
+the receiver fetches as a file, and one that fails); prints what the receiver collected; and
+stops everything it started, on Ctrl-C or a failure too.
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import re
+import secrets
+import subprocess
 import sys
-import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
-import numpy as np
+from replicate.client import Client
 
-from ship.cog_server import CogServerError, cog_server
+from ship.api import TERMINAL
+from ship.cog_server import REPO, CogServerError
+from ship.local import MODEL, local_replicate, receiver_process
+from ship.smoke import TEXTS
 
-TEXTS = [
-    "A man is playing a guitar on stage.",
-    "Someone performs music with a guitar.",
-    "The quarterly tax filing is due on Monday.",
+DEPLOYMENT = "local/embeddings"
+LOGS = REPO / "data" / "demo"
+MORE_INPUTS: list[dict[str, Any]] = [
+    {"texts": TEXTS[:2]},
+    {"texts": TEXTS, "output_format": "npy"},
+    {"texts": [TEXTS[0]] * 64, "normalize": False},
+    {"texts": []},  # the model refuses it: a failed prediction, with its message
 ]
 
 
-def summarize(prediction: dict[str, object]) -> str:
-    vectors = np.asarray(prediction["output"], dtype=np.float32)
-    similar, dissimilar = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
-    metrics = prediction.get("metrics") or {}
-    predict_time = metrics.get("predict_time", float("nan")) if isinstance(metrics, dict) else 0
-    return (
-        f"prediction {prediction['id']}: {prediction['status']} in {predict_time:.3f} s, "
-        f"{vectors.shape[0]} vectors of {vectors.shape[1]} floats\n"
-        f"  cosine(similar pair)    = {similar:.3f}  ({TEXTS[0]!r} ~ {TEXTS[1]!r})\n"
-        f"  cosine(dissimilar pair) = {dissimilar:.3f}  ({TEXTS[0]!r} ~ {TEXTS[2]!r})"
+class DemoError(Exception):
+    """A step failed; the message is one line."""
+
+
+def step(message: str) -> None:
+    print(f"demo: {message}", flush=True)
+
+
+def clean_env() -> dict[str, str]:
+    """This shell's environment without settings meant for Replicate or a real receiver."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
+
+
+def run_script(name: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", f"ship.{name}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DemoError(result.stderr.strip() or f"{name} exited with {result.returncode}")
+    return result.stdout.strip()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise DemoError(f"{what}: not done after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def table(states: list[dict[str, Any]]) -> str:
+    header = (
+        "prediction",
+        "status",
+        "texts",
+        "predict s",
+        "total s",
+        "deliveries",
+        "files",
+        "error",
+    )
+    rows = [header]
+    for s in states:
+        metrics = s.get("metrics") or {}
+        files = ", ".join(f"{f['state']} {f['size'] or 0} B" for f in s["files"]) or "-"
+        error = re.sub(r"^(Prediction failed: )+", "", s.get("error") or "")  # Cog repeats it
+        rows.append(
+            (
+                s["id"],
+                s["status"],
+                str(len(s["input"].get("texts", []))),
+                f"{metrics.get('predict_time', 0):.3f}",
+                f"{metrics.get('total_time', 0):.3f}",
+                ",".join(d["status"] for d in s["deliveries"]),
+                files,
+                error or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
     )
 
 
-def main() -> int:
-    log = Path(tempfile.mkdtemp(prefix="cog-demo-")) / "cog-server.log"
-    print(f"demo: starting the Cog server (log: {log})")
-    try:
-        with cog_server(log) as server:
-            response = httpx.post(
-                f"{server.url}/predictions", json={"input": {"texts": TEXTS}}, timeout=120
-            )
-            prediction = response.json()
-    except (CogServerError, httpx.HTTPError) as exc:
-        print(f"demo: failed: {exc}", file=sys.stderr)
-        return 1
-    if prediction.get("status") != "succeeded":
-        print(
-            f"demo: prediction {prediction.get('status')}: {prediction.get('error')}",
-            file=sys.stderr,
+def run(stack: ExitStack) -> None:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    token, read_token = f"r8_demo_{secrets.token_hex(8)}", secrets.token_urlsafe(16)
+    secret = f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+    step(f"starting the Cog server (CPU) and the stand-in for Replicate; logs in {LOGS}")
+    standin = stack.enter_context(local_replicate(LOGS, token, secret))
+    api_env = {"REPLICATE_API_TOKEN": token, "REPLICATE_BASE_URL": standin.base_url}
+    receiver_env = {
+        **clean_env(),
+        **api_env,  # it fetches the webhook secret from the API at start
+        "RECEIVER_API_TOKEN": read_token,
+        "RECEIVER_DOWNLOAD_HOSTS": standin.base_url,
+        "RECEIVER_WORKER_POLL_SECONDS": "0.2",
+    }
+    receiver = stack.enter_context(receiver_process(receiver_env, LOGS / "receiver.log"))
+    step(f"receiver up at {receiver.url}, on its default store: data/receiver.db")
+    ship_env = {
+        **clean_env(),
+        **api_env,
+        "MODEL": MODEL,
+        "DEPLOYMENT": DEPLOYMENT,
+        "HARDWARE": "cpu",
+        "RECEIVER_URL": receiver.url,
+        "RECEIVER_API_TOKEN": read_token,
+    }
+    step(run_script("deploy", ship_env))
+    step(run_script("smoke", ship_env))
+    smoke_id = next(reversed(standin.predictions))  # the stand-in has run only that one
+
+    step(f"{len(MORE_INPUTS)} more predictions, webhooks to the receiver")
+    api = Client(api_token=token, base_url=standin.base_url)
+    webhook = f"{receiver.url}/webhooks/replicate"
+    ids = [smoke_id] + [
+        api.deployments.predictions.create(DEPLOYMENT, input=i, webhook=webhook).id
+        for i in MORE_INPUTS
+    ]
+    read = httpx.Client(base_url=receiver.url, headers={"authorization": f"Bearer {read_token}"})
+    stack.callback(read.close)
+
+    def collected() -> bool:
+        states = [read.get(f"/predictions/{pid}") for pid in ids]
+        return all(
+            r.status_code == 200
+            and r.json()["status"] in TERMINAL
+            and all(f["state"] in ("done", "dead", "refused") for f in r.json()["files"])
+            for r in states
         )
+
+    wait_for(collected, "collecting the predictions")
+    step("what the receiver collected (GET /predictions/{id} on its read API):")
+    print(table([read.get(f"/predictions/{pid}").json() for pid in ids]))
+    files = Path(REPO / "data" / "outputs")
+    step(f"files fetched before Replicate would delete them are under {files}")
+
+
+def main() -> int:
+    try:
+        with ExitStack() as stack:
+            run(stack)
+            step("stopping everything it started")
+    except KeyboardInterrupt:
+        print("demo: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except (DemoError, CogServerError, RuntimeError, httpx.HTTPError) as exc:
+        print(f"demo: failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    print(summarize(prediction))
     return 0
 
 

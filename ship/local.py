@@ -7,7 +7,6 @@ runs. Each is a context manager that stops what it started, also on Ctrl-C or an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -66,7 +65,7 @@ def local_replicate(
 
 
 class ReceiverProcess:
-    """`python -m receiver serve` in its own process, as a user runs it."""
+    """`python -m receiver serve` in its own process, as a user runs it, with exactly `env`."""
 
     def __init__(self, env: dict[str, str], log: IO[bytes], port: int | None = None) -> None:
         self.port = port or free_port()
@@ -74,7 +73,7 @@ class ReceiverProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
             cwd=REPO,
-            env={**os.environ, **env},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -229,3 +229,28 @@ def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: Collecto
     assert eventually(lambda: collected(receiver.url, running))
     assert eventually(lambda: collected(receiver.url, queued, "canceled"))
     assert local.predictions[queued]["status"] == "canceled"
+
+
+def test_make_deploy_and_smoke_run_the_same_scripts(local: StandIn, collector: Collector) -> None:
+    receiver = collector()
+    env = {
+        **CLEAN_ENV,
+        **api_env(local),
+        "MODEL": MODEL,
+        "DEPLOYMENT": "local/make",
+        "HARDWARE": "cpu",
+        "RECEIVER_URL": receiver.url,
+        "RECEIVER_API_TOKEN": READ_TOKEN,
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "smoke"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deployment local/make created: release 1" in result.stdout
+    assert "smoke: ok, prediction " in result.stdout

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
+import yaml
 
 from ship import cog_schema
 from ship.cog_server import REPO
@@ -44,23 +51,117 @@ def test_make_help_lists_every_target() -> None:
         "receiver",
         "bench",
         "lint",
+        "build",
+        "predict",
+        "push",
+        "deploy",
+        "smoke",
     ]:
         assert re.search(rf"^\s+{target}\s+\S", out, re.MULTILINE), target
 
 
-def test_demo_serves_and_predicts(schema_file: Path) -> None:
-    result = subprocess.run(
+def marked(marker: str) -> list[int]:
+    """Processes whose environment carries `marker`: whatever a demo started and left behind."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found
+
+
+def demo(marker: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "ship.demo"],
+        cwd=REPO,
+        env={**os.environ, "DEMO_TEST_MARKER": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_demo_runs_the_whole_loop_and_stops_what_it_started(schema_file: Path) -> None:
+    marker = uuid.uuid4().hex
+    process = demo(marker)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    assert "deployment local/embeddings " in out
+    assert re.search(r"smoke: ok, prediction \w+ on local/embeddings collected", out)
+    rows = [line.split() for line in out.splitlines() if re.match(r"^[a-z0-9]{26}\s", line)]
+    assert [row[1] for row in rows] == ["succeeded"] * 4 + ["failed"]
+    assert all(row[5].startswith("processing,") for row in rows)  # start events arrived too
+    assert sum("done" in row for row in rows) == 1  # the npy output, fetched as a file
+    assert "ValueError: texts must hold 1 to 1024 strings; got 0" in out
+    assert marked(marker) == []
+
+
+def test_demo_stops_everything_on_ctrl_c(schema_file: Path) -> None:
+    marker = uuid.uuid4().hex
+    process = demo(marker)
+    assert process.stdout is not None
+    for line in process.stdout:  # interrupt once the Cog server and the receiver are up
+        if "receiver up at" in line:
+            break
+    assert marked(marker)  # they run...
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "demo: interrupted; everything it started is stopped"
+    assert marked(marker) == []  # ...and are gone
+
+
+@pytest.mark.parametrize("target", ["build", "predict", "push"])
+def test_targets_that_need_cog_and_docker_say_so_in_one_line(target: str, tmp_path: Path) -> None:
+    # No cog and no docker on this PATH: only what the Makefile itself runs.
+    for tool in ("python3", "make", "sh"):
+        (tmp_path / tool).symlink_to(shutil.which(tool) or tool)
+    result = subprocess.run(
+        ["make", "--no-print-directory", target],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "PATH": str(tmp_path),
+            "MODEL": "acme/embed",
+            "REPLICATE_API_TOKEN": "x",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
+    assert len(ours) == 1, result.stderr
+    assert "the cog CLI is not on PATH" in ours[0]
+    assert "Docker is not installed" in ours[0]
+
+
+def test_ship_workflow_runs_the_make_targets() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "ship.yml").read_text())
+    assert "workflow_dispatch" in workflow[True]  # YAML 1.1 reads the key `on` as True
+    steps = workflow["jobs"]["ship"]["steps"]
+    setup_cog = next(s for s in steps if s.get("uses", "").startswith("replicate/setup-cog@"))
+    assert setup_cog["with"]["cog-version"] == "v0.23.1"
+    assert steps[-1]["run"] == "make push deploy smoke"
+    env = workflow["jobs"]["ship"]["env"]
+    for name in (
+        "REPLICATE_API_TOKEN",
+        "MODEL",
+        "DEPLOYMENT",
+        "RECEIVER_URL",
+        "RECEIVER_API_TOKEN",
+    ):
+        assert name in env
+    dry = subprocess.run(
+        ["make", "--no-print-directory", "-n", "push", "deploy", "smoke"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "succeeded" in result.stdout
-    assert "3 vectors of 384 floats" in result.stdout
-    similar, dissimilar = (
-        float(v) for v in re.findall(r"cosine\(\w+ pair\)\s+=\s+(-?[\d.]+)", result.stdout)
-    )
-    assert similar > dissimilar + 0.3
+        check=True,
+    ).stdout
+    for script in ("ship.push", "ship.deploy", "ship.smoke"):
+        assert f"python -m {script}" in dry
