@@ -10,7 +10,6 @@ stops everything it started, on Ctrl-C or a failure too.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
 import subprocess
@@ -26,7 +25,7 @@ from replicate.client import Client
 
 from ship.api import TERMINAL
 from ship.cog_server import REPO, CogServerError
-from ship.local import MODEL, local_replicate, receiver_process
+from ship.local import MODEL, clean_env, local_replicate, receiver_process
 from ship.smoke import TEXTS
 
 DEPLOYMENT = "local/embeddings"
@@ -45,11 +44,6 @@ class DemoError(Exception):
 
 def step(message: str) -> None:
     print(f"demo: {message}", flush=True)
-
-
-def clean_env() -> dict[str, str]:
-    """This shell's environment without settings meant for Replicate or a real receiver."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
 
 
 def run_script(name: str, env: dict[str, str]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TypedDict
 
 from replicate.client import Client
 from replicate.deployment import Deployment
@@ -28,15 +29,29 @@ def describe(deployment: Deployment, action: str) -> str:
     )
 
 
-def deploy(
-    api: Client,
-    name: str,
-    model: str,
-    version: str,
-    hardware: str,
-    min_instances: int,
-    max_instances: int,
-) -> str:
+class Release(TypedDict):
+    """What a deployment's release is made of; `make deploy` converges on it."""
+
+    version: str
+    hardware: str
+    min_instances: int
+    max_instances: int
+
+
+def current_release(deployment: Deployment) -> Release | None:
+    release = deployment.current_release
+    if release is None:
+        return None
+    config = release.configuration
+    return Release(
+        version=release.version,
+        hardware=config.hardware,
+        min_instances=config.min_instances,
+        max_instances=config.max_instances,
+    )
+
+
+def deploy(api: Client, name: str, model: str, wanted: Release) -> str:
     owner, _, short_name = name.partition("/")
     if not owner or not short_name:
         raise ShipError(f"DEPLOYMENT must be owner/name, not {name!r}")
@@ -48,34 +63,15 @@ def deploy(
             raise
         with reported(f"create deployment {name}"):
             created = with_backoff(
-                lambda: api.deployments.create(
-                    name=short_name,
-                    model=model,
-                    version=version,
-                    hardware=hardware,
-                    min_instances=min_instances,
-                    max_instances=max_instances,
-                )
+                lambda: api.deployments.create(name=short_name, model=model, **wanted)
             )
         return describe(created, "created")
-    release = current.current_release
-    wanted = (version, hardware, min_instances, max_instances)
-    if release is not None and wanted == (
-        release.version,
-        release.configuration.hardware,
-        release.configuration.min_instances,
-        release.configuration.max_instances,
-    ):
+    if current_release(current) == wanted:
         return describe(current, "unchanged")
     with reported(f"update deployment {name}"):
         updated = with_backoff(
             lambda: api.deployments.update(
-                deployment_owner=owner,
-                deployment_name=short_name,
-                version=version,
-                hardware=hardware,
-                min_instances=min_instances,
-                max_instances=max_instances,
+                deployment_owner=owner, deployment_name=short_name, **wanted
             )
         )
     return describe(updated, "updated")
@@ -103,15 +99,13 @@ def main() -> int:
             raise ShipError("set DEPLOYMENT and MODEL (owner/name each)")
         api = client()
         version = args.version or latest_version(api, args.model)
-        return deploy(
-            api,
-            args.deployment,
-            args.model,
-            version,
-            args.hardware,
-            count(args.min_instances, "MIN_INSTANCES"),
-            count(args.max_instances, "MAX_INSTANCES"),
+        wanted = Release(
+            version=version,
+            hardware=args.hardware,
+            min_instances=count(args.min_instances, "MIN_INSTANCES"),
+            max_instances=count(args.max_instances, "MAX_INSTANCES"),
         )
+        return deploy(api, args.deployment, args.model, wanted)
 
     return run_cli("deploy", body)
 

@@ -7,6 +7,7 @@ runs. Each is a context manager that stops what it started, also on Ctrl-C or an
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -26,6 +27,11 @@ from ship.webhook_sender import RETRY_DELAYS
 
 MODEL = "local/all-minilm-l6-v2"
 SCHEMA = REPO / ".cog" / "openapi_schema.json"
+
+
+def clean_env() -> dict[str, str]:
+    """This shell's environment without settings meant for Replicate or a real receiver."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
 
 
 @contextmanager

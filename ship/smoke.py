@@ -18,6 +18,7 @@ import httpx
 from replicate.client import Client
 
 from ship.api import TERMINAL, ShipError, client, reported, run_cli, with_backoff
+from ship.api import prediction as prediction_state
 
 TEXTS = [
     "A man is playing a guitar on stage.",
@@ -82,7 +83,12 @@ def smoke(api: Client, deployment: str, receiver_url: str, token: str, timeout: 
                 webhook_events_filter=["start", "completed"],
             )
         )
-    state = collected(receiver_url, token, prediction.id, started + timeout)
+    try:
+        state = collected(receiver_url, token, prediction.id, started + timeout)
+    except ShipError as exc:  # say where it got stuck: in the model, or between the two
+        with reported(f"{exc}; then reading it from the API"):
+            status = prediction_state(api, prediction.id)["status"]
+        raise ShipError(f"{exc}; Replicate says it is {status}") from None
     if state["status"] != "succeeded":
         raise ShipError(f"prediction {prediction.id} {state['status']}: {state.get('error')}")
     similar, dissimilar = check_output(state["output"])

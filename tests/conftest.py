@@ -96,8 +96,9 @@ class WebhookSink:
                 self.send_response(status)
                 if status in (301, 302, 307, 308):
                     self.send_header("Location", sink.url + "/elsewhere")
-                self.send_header("Content-Length", "0")
                 self.end_headers()
+                # Recorded before the handler returns and closes the connection: a sender that
+                # waits for the end of the answer sees its events recorded in order.
                 with sink._changed:
                     sink.requests.append((time.monotonic(), dict(self.headers), body))
                     if status == 200:

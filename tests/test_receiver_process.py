@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,24 +17,14 @@ from sqlalchemy import func, select
 
 from receiver.db import make_engine
 from receiver.tables import deliveries, files, predictions
-from ship.cog_server import REPO
 from ship.local import ReceiverProcess
+from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.receiving import SECRET, prediction, signed
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
-
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "receiver", *args],
-        cwd=REPO,
-        env={**CLEAN_ENV, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("receiver", *args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize(

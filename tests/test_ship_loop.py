@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -22,11 +20,11 @@ from replicate.client import Client
 from ship.cog_server import REPO, free_port
 from ship.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from ship.standin import StandIn
+from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.openapi_contract import validate
 from tests.receiving import READ_TOKEN
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # Replicate's schedule, compressed from a minute to 7.5 s
 
 
@@ -42,15 +40,7 @@ def api_env(standin: StandIn) -> dict[str, str]:
 
 
 def script(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", f"ship.{name}"],
-        cwd=REPO,
-        env={**CLEAN_ENV, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_module(f"ship.{name}", env=env)
 
 
 Collector = Callable[..., ReceiverProcess]

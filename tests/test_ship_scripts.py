@@ -4,7 +4,6 @@ and the client gaps they cover (429 on POST, `aborted`)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -14,25 +13,16 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 from ship.api import ShipError, prediction, with_backoff
-from ship.cog_server import REPO
 from ship.local import MODEL, SCHEMA
 from ship.push import pushed_version
+from tests.commands import run_module
 from tests.conftest import STANDIN_TOKEN
 
-CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
 VERSION = "a" * 64
 
 
 def run(name: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", f"ship.{name}", *args],
-        cwd=REPO,
-        env={**CLEAN_ENV, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module(f"ship.{name}", *args, env=env, timeout=120)
 
 
 def one_line_failure(result: subprocess.CompletedProcess[str], prog: str, words: str) -> None:
@@ -101,6 +91,10 @@ def test_smoke_failures_are_one_line(api_env: dict[str, str]) -> None:
         run("smoke", {**base, "DEPLOYMENT": "local/x", "SMOKE_TIMEOUT": "1"}),
         "smoke",
         "not collected by the receiver in time (receiver unreachable",
+    )
+    assert (
+        "Replicate says it is starting"
+        in run("smoke", {**base, "DEPLOYMENT": "local/x", "SMOKE_TIMEOUT": "0.5"}).stderr
     )
     one_line_failure(
         run("smoke", {**base, "DEPLOYMENT": "local/x", "RECEIVER_API_TOKEN": ""}),

@@ -47,6 +47,14 @@ def test_token_required_and_unknown_is_404(standin: Any) -> None:
     assert missing.json()["status"] == 404
 
 
+def create_deployment(url: str, name: str, version: str) -> None:
+    body = {"name": name, "model": MODEL, "version": version, "hardware": "cpu"}
+    response = httpx.post(
+        f"{url}/v1/deployments", json={**body, "min_instances": 0, "max_instances": 1}, headers=AUTH
+    )
+    assert response.status_code == 200
+
+
 @pytest.fixture
 def registered(standin: Any, schema_file: Any) -> tuple[str, Any, str]:
     url, state = standin
@@ -113,12 +121,7 @@ def test_deployment_requests_are_checked(
 
 def test_deployment_predictions_match_the_schema(registered: tuple[str, Any, str]) -> None:
     url, state, version = registered
-    httpx.post(
-        f"{url}/v1/deployments",
-        json={"name": "p", "model": MODEL, "version": version, "hardware": "cpu"}
-        | {"min_instances": 0, "max_instances": 1},
-        headers=AUTH,
-    )
+    create_deployment(url, "p", version)
     path = "/deployments/{deployment_owner}/{deployment_name}/predictions"
     created = httpx.post(
         f"{url}/v1{path.replace('{deployment_owner}', 'local').replace('{deployment_name}', 'p')}",
@@ -150,12 +153,7 @@ def test_prediction_requests_are_checked_against_the_version(
     registered: tuple[str, Any, str], body: Any, detail: str
 ) -> None:
     url, _, version = registered
-    httpx.post(
-        f"{url}/v1/deployments",
-        json={"name": "q", "model": MODEL, "version": version, "hardware": "cpu"}
-        | {"min_instances": 0, "max_instances": 1},
-        headers=AUTH,
-    )
+    create_deployment(url, "q", version)
     response = httpx.post(f"{url}/v1/deployments/local/q/predictions", json=body, headers=AUTH)
     assert response.status_code == 422
     assert detail in response.json()["detail"]

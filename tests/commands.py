@@ -1,0 +1,26 @@
+"""Our commands run as a user runs them: `python -m <module>` in the repository, with an
+environment free of the caller's Replicate and receiver settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ship.cog_server import REPO
+from ship.local import clean_env
+
+CLEAN_ENV = clean_env()
+
+
+def run_module(
+    module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={**CLEAN_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
