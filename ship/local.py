@@ -22,7 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from ship.cog_server import REPO, cog_server, free_port
-from ship.standin import StandIn, create_standin
+from ship.standin import create_standin
+from ship.standin_state import StandIn
 from ship.webhook_sender import RETRY_DELAYS
 
 MODEL = "local/all-minilm-l6-v2"

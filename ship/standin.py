@@ -16,153 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import hmac
-import json
 import mimetypes
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import jsonschema
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from ship.webhook_sender import EVENTS, RETRY_DELAYS, Attempt, WebhookSender
+from ship.standin_runner import Runner
+from ship.standin_state import ProblemError, StandIn, not_found, now_iso
+from ship.webhook_sender import EVENTS, Attempt, WebhookSender
 
-TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 PREDICTION_FIELDS = {"input", "stream", "webhook", "webhook_events_filter"}
 DEPLOYMENT_LIMITS = {"min_instances": (0, 5), "max_instances": (0, 20)}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _seconds_between(start: str, end: str) -> float:
-    parse = datetime.fromisoformat
-    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
-
-
-class ProblemError(Exception):
-    """An answer in Replicate's error shape: RFC 7807 problem details."""
-
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
-
-
-def not_found(what: str) -> ProblemError:
-    return ProblemError(404, "Not found", f"{what} could not be found.")
-
-
-@dataclass
-class StandIn:
-    """What the stand-in knows. Mutated on its event loop; tests read it from theirs."""
-
-    token: str
-    secret: str
-    base_url: str = "http://127.0.0.1"
-    cog_url: str | None = None  # where predictions run; None: they stay `starting`
-    owner: str = "local"
-    retry_delays: tuple[float, ...] = RETRY_DELAYS
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # newest first
-    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
-    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    attempts: list[Attempt] = field(default_factory=list)
-    throttled: int = 0  # answer this many API requests with 429, as a busy Replicate would
-    hold_completions: bool = False  # keep terminal states from Cog until release_completions()
-    changed: threading.Condition = field(default_factory=threading.Condition)
-    _held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _release: Callable[[], None] | None = None
-
-    def add_version(self, model: str, openapi_schema: dict[str, Any]) -> str:
-        """Register a version of `model` (created if new), as `cog push` does; returns its id."""
-        owner, name = model.split("/", 1)
-        canonical = json.dumps(openapi_schema, sort_keys=True).encode()
-        version_id = hashlib.sha256(canonical).hexdigest()
-        self.models.setdefault(model, _model(owner, name, self.base_url))
-        versions = self.versions.setdefault(model, [])
-        if not any(v["id"] == version_id for v in versions):
-            versions.insert(0, _version(version_id, openapi_schema))
-        return version_id
-
-    def put(self, prediction_id: str, status: str, **fields: Any) -> dict[str, Any]:
-        """Create or replace a prediction, filling the fields Replicate always returns."""
-        body = {
-            "id": prediction_id,
-            "model": "owner/model",
-            "version": "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
-            "input": {},
-            "output": None,
-            "logs": "",
-            "error": None,
-            "status": status,
-            "data_removed": False,
-            "created_at": "2026-11-23T08:00:00.000Z",
-            "source": "api",
-            "urls": self._urls(prediction_id),
-            **fields,
-        }
-        self.predictions[prediction_id] = body
-        return body
-
-    def _urls(self, prediction_id: str) -> dict[str, str]:
-        return {
-            "get": f"{self.base_url}/v1/predictions/{prediction_id}",
-            "cancel": f"{self.base_url}/v1/predictions/{prediction_id}/cancel",
-            "web": f"{self.base_url}/p/{prediction_id}",
-        }
-
-    def wait_until(self, condition: Callable[[StandIn], bool], timeout: float) -> bool:
-        """Block until `condition` holds after some change here, or `timeout` passes."""
-        with self.changed:
-            return self.changed.wait_for(lambda: condition(self), timeout)
-
-    def touched(self) -> None:
-        with self.changed:
-            self.changed.notify_all()
-
-    def release_completions(self) -> None:
-        """Apply the terminal states held back by `hold_completions` (from any thread)."""
-        assert self._loop is not None
-        assert self._release is not None
-        self._loop.call_soon_threadsafe(self._release)
-
-
-def _model(owner: str, name: str, base_url: str) -> dict[str, Any]:
-    return {
-        "url": f"{base_url}/{owner}/{name}",
-        "owner": owner,
-        "name": name,
-        "description": "sentence-transformers/all-MiniLM-L6-v2 text embeddings",
-        "visibility": "private",
-        "github_url": None,
-        "paper_url": None,
-        "license_url": None,
-        "run_count": 0,
-        "cover_image_url": None,
-        "default_example": None,
-        "is_official": False,
-    }
-
-
-def _version(version_id: str, openapi_schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": version_id,
-        "created_at": now_iso(),
-        "cog_version": "0.23.1",
-        "openapi_schema": openapi_schema,
-    }
 
 
 def _prediction_id() -> str:
@@ -208,105 +79,6 @@ def _check_prediction_request(body: Any, version: dict[str, Any]) -> None:
         raise ProblemError(422, "Invalid input", f"{where}: {exc.message}") from exc
 
 
-class Runner:
-    """Runs queued predictions on the Cog server, one at a time, and applies Cog's events."""
-
-    def __init__(self, standin: StandIn, sender: WebhookSender) -> None:
-        self.standin = standin
-        self.sender = sender
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.done: dict[str, asyncio.Event] = {}
-        self.http = httpx.AsyncClient(timeout=30)
-
-    async def run(self) -> None:
-        while True:
-            prediction_id = await self.queue.get()
-            prediction = self.standin.predictions[prediction_id]
-            if prediction["status"] != "starting":  # canceled while queued
-                continue
-            done = self.done[prediction_id] = asyncio.Event()
-            await self._start(prediction)
-            await done.wait()
-
-    async def _start(self, prediction: dict[str, Any]) -> None:
-        pid = prediction["id"]
-        request = {
-            "id": pid,
-            "input": prediction["input"],
-            "webhook": f"{self.standin.base_url}/_cog/{pid}",
-            "webhook_events_filter": list(EVENTS),
-        }
-        try:
-            response = await self.http.post(
-                f"{self.standin.cog_url}/predictions",
-                json=request,
-                headers={"Prefer": "respond-async"},
-            )
-        except httpx.HTTPError as exc:
-            self.apply(pid, {"status": "failed", "error": f"model unreachable: {exc!r}"})
-            return
-        if response.status_code >= 400:
-            self.apply(pid, {"status": "failed", "error": f"model refused: {response.text}"})
-
-    def from_cog(self, prediction_id: str, update: dict[str, Any]) -> None:
-        """A webhook from Cog; terminal ones wait while the stand-in holds completions."""
-        if update.get("status") in TERMINAL and self.standin.hold_completions:
-            self.standin._held.append((prediction_id, update))
-        else:
-            self.apply(prediction_id, update)
-
-    def apply(self, prediction_id: str, update: dict[str, Any]) -> None:
-        """Apply one state (in the shape of Cog's webhooks) and notify subscribers."""
-        prediction = self.standin.predictions.get(prediction_id)
-        if prediction is None or prediction["status"] in TERMINAL:
-            return
-        status = update.get("status", prediction["status"])
-        before = dict(prediction)
-        prediction["status"] = status
-        for key in ("output", "error"):
-            if key in update:
-                prediction[key] = update[key]
-        prediction["logs"] = update.get("logs") or prediction["logs"]
-        if "predict_time" in (update.get("metrics") or {}):
-            prediction["metrics"] = {"predict_time": update["metrics"]["predict_time"]}
-        events = []
-        if status == "processing" and "started_at" not in prediction:
-            prediction["started_at"] = now_iso()
-            events.append("start")
-        if prediction["output"] != before["output"] and status not in TERMINAL:
-            events.append("output")
-        if prediction["logs"] != before["logs"] and status not in TERMINAL:
-            events.append("logs")
-        if status in TERMINAL:
-            prediction["completed_at"] = now_iso()
-            prediction.setdefault("started_at", prediction["completed_at"])
-            total = _seconds_between(prediction["created_at"], prediction["completed_at"])
-            prediction["metrics"] = {**prediction.get("metrics", {}), "total_time": total}
-            events.append("completed")
-            if prediction_id in self.done:
-                self.done[prediction_id].set()
-        for event in events:
-            self.sender.notify(prediction_id, event)
-        self.standin.touched()
-
-    def release(self) -> None:
-        self.standin.hold_completions = False
-        held, self.standin._held = self.standin._held, []
-        for prediction_id, update in held:
-            self.apply(prediction_id, update)
-
-    async def cancel(self, prediction_id: str) -> None:
-        prediction = self.standin.predictions[prediction_id]
-        if prediction["status"] == "starting":
-            self.apply(prediction_id, {"status": "canceled"})
-        elif prediction["status"] == "processing":
-            # Cog answers with a `canceled` webhook, applied like any other.
-            await self.http.post(f"{self.standin.cog_url}/predictions/{prediction_id}/cancel")
-
-    async def close(self) -> None:
-        await self.http.aclose()
-
-
 def create_standin(standin: StandIn) -> FastAPI:
     runner_box: dict[str, Runner] = {}
 
@@ -318,7 +90,7 @@ def create_standin(standin: StandIn) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sender = WebhookSender(standin.secret, lambda pid: standin.predictions[pid], record)
         runner = runner_box["runner"] = Runner(standin, sender)
-        standin._loop, standin._release = asyncio.get_running_loop(), runner.release
+        standin.loop, standin.apply_held = asyncio.get_running_loop(), runner.release
         task = asyncio.create_task(runner.run())
         yield
         task.cancel()

@@ -196,7 +196,8 @@ STANDIN_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 def standin() -> Iterator[Any]:
     """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
     from ship.local import serve_in_thread
-    from ship.standin import StandIn, create_standin
+    from ship.standin import create_standin
+    from ship.standin_state import StandIn
 
     state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
     with serve_in_thread(create_standin(state)) as url:

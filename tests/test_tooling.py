@@ -165,3 +165,21 @@ def test_ship_workflow_runs_the_make_targets() -> None:
     ).stdout
     for script in ("ship.push", "ship.deploy", "ship.smoke"):
         assert f"python -m {script}" in dry
+
+
+def test_demo_failing_to_start_says_why_and_stops_what_it_started(schema_file: Path) -> None:
+    marker = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ship.demo"],
+        cwd=REPO,
+        env={**os.environ, "DEMO_TEST_MARKER": marker, "WEIGHTS_DIR": "/nonexistent/weights"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert err.count("\n") == 1, err
+    assert err.startswith("demo: failed: cog server SETUP_FAILED")
+    assert "weights/manifest.json is missing" in err
+    assert marked(marker) == []

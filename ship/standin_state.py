@@ -1,0 +1,143 @@
+"""What the stand-in for Replicate knows: models, versions, deployments, predictions, files.
+
+Shared by its HTTP routes (ship/standin.py) and its runner (ship/standin_runner.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ship.webhook_sender import RETRY_DELAYS, Attempt
+
+TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def seconds_between(start: str, end: str) -> float:
+    parse = datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
+class ProblemError(Exception):
+    """An answer in Replicate's error shape: RFC 7807 problem details."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def not_found(what: str) -> ProblemError:
+    return ProblemError(404, "Not found", f"{what} could not be found.")
+
+
+@dataclass
+class StandIn:
+    """What the stand-in knows. Mutated on its event loop; tests read it from theirs."""
+
+    token: str
+    secret: str
+    base_url: str = "http://127.0.0.1"
+    cog_url: str | None = None  # where predictions run; None: they stay `starting`
+    owner: str = "local"
+    retry_delays: tuple[float, ...] = RETRY_DELAYS
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # newest first
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    throttled: int = 0  # answer this many API requests with 429, as a busy Replicate would
+    hold_completions: bool = False  # keep terminal states from Cog until release_completions()
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # Cog's, not applied
+    loop: asyncio.AbstractEventLoop | None = None  # the stand-in's, set when it starts
+    apply_held: Callable[[], None] | None = None  # its runner's, run on that loop
+
+    def add_version(self, model: str, openapi_schema: dict[str, Any]) -> str:
+        """Register a version of `model` (created if new), as `cog push` does; returns its id."""
+        owner, name = model.split("/", 1)
+        canonical = json.dumps(openapi_schema, sort_keys=True).encode()
+        version_id = hashlib.sha256(canonical).hexdigest()
+        self.models.setdefault(model, _model(owner, name, self.base_url))
+        versions = self.versions.setdefault(model, [])
+        if not any(v["id"] == version_id for v in versions):
+            versions.insert(0, _version(version_id, openapi_schema))
+        return version_id
+
+    def put(self, prediction_id: str, status: str, **fields: Any) -> dict[str, Any]:
+        """Create or replace a prediction, filling the fields Replicate always returns."""
+        body = {
+            "id": prediction_id,
+            "model": "owner/model",
+            "version": "5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+            "input": {},
+            "output": None,
+            "logs": "",
+            "error": None,
+            "status": status,
+            "data_removed": False,
+            "created_at": "2026-11-23T08:00:00.000Z",
+            "source": "api",
+            "urls": self._urls(prediction_id),
+            **fields,
+        }
+        self.predictions[prediction_id] = body
+        return body
+
+    def _urls(self, prediction_id: str) -> dict[str, str]:
+        return {
+            "get": f"{self.base_url}/v1/predictions/{prediction_id}",
+            "cancel": f"{self.base_url}/v1/predictions/{prediction_id}/cancel",
+            "web": f"{self.base_url}/p/{prediction_id}",
+        }
+
+    def wait_until(self, condition: Callable[[StandIn], bool], timeout: float) -> bool:
+        """Block until `condition` holds after some change here, or `timeout` passes."""
+        with self.changed:
+            return self.changed.wait_for(lambda: condition(self), timeout)
+
+    def touched(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def release_completions(self) -> None:
+        """Apply the terminal states held back by `hold_completions` (from any thread)."""
+        assert self.loop is not None
+        assert self.apply_held is not None
+        self.loop.call_soon_threadsafe(self.apply_held)
+
+
+def _model(owner: str, name: str, base_url: str) -> dict[str, Any]:
+    return {
+        "url": f"{base_url}/{owner}/{name}",
+        "owner": owner,
+        "name": name,
+        "description": "sentence-transformers/all-MiniLM-L6-v2 text embeddings",
+        "visibility": "private",
+        "github_url": None,
+        "paper_url": None,
+        "license_url": None,
+        "run_count": 0,
+        "cover_image_url": None,
+        "default_example": None,
+        "is_official": False,
+    }
+
+
+def _version(version_id: str, openapi_schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": version_id,
+        "created_at": now_iso(),
+        "cog_version": "0.23.1",
+        "openapi_schema": openapi_schema,
+    }
