@@ -20,6 +20,7 @@ from replicate.client import Client
 from ship.api import ShipError, client, latest_version, run_cli
 
 VERSION = re.compile(r"sha256:([0-9a-f]{64})\b")
+PINNED = re.compile(r"@sha256:([0-9a-f]{64})\b")
 
 
 def missing_tools() -> list[str]:
@@ -45,8 +46,9 @@ def require_tools() -> None:
 
 
 def pushed_version(output: str) -> str:
-    """The version id `cog push` printed last."""
-    found = VERSION.findall(output)
+    """The version id `cog push` printed: the image's `@sha256:` digest (Cog ≥ 0.20), else the
+    last bare `sha256:` (older Cog); layer digests are printed too, so the `@` form wins."""
+    found = PINNED.findall(output) or VERSION.findall(output)
     if not found:
         raise ShipError("cog push printed no version id (sha256:<64 hex>)")
     return str(found[-1])

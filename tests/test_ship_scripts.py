@@ -119,8 +119,10 @@ def test_push_reads_the_version_cog_printed() -> None:
         f"Pushing image 'r8.im/acme/embed'...\nLayer sha256:{'0' * 64}: Pushed\n"
         f"Image uploaded\nr8.im/acme/embed@sha256:{VERSION}\n"
         "Run your model on Replicate:\n    https://replicate.com/acme/embed\n"
+        f"Cleaning up layer sha256:{'1' * 64}\n"
     )
-    assert pushed_version(output) == VERSION
+    assert pushed_version(output) == VERSION  # the pinned digest, not a layer's
+    assert pushed_version(f"Pushed version sha256:{VERSION}\n") == VERSION  # older Cog
     with pytest.raises(ShipError, match="printed no version id"):
         pushed_version("Error: authentication required\n")
 
