@@ -7,8 +7,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from receiver.writer_process import Frames, frame
-from tests.receiving import deliver, prediction, read
+from receiver.db import make_engine, migrate
+from receiver.store import Delivery, Store
+from receiver.writer_process import Frames, Recorder, frame
+from tests.receiving import deliver, postgres_database, prediction, read
 
 Receiver = tuple[str, Any, Any]
 
@@ -54,3 +56,26 @@ def test_a_killed_writer_process_costs_a_retry_not_a_delivery(receiver: Receiver
     assert response.json()["status"] == "accepted"
     assert read(url, "/predictions/w1").json()["status"] == "succeeded"
     assert writer_processes() - {old}  # a new writer took over
+
+
+def test_one_bad_delivery_does_not_fail_its_batch() -> None:
+    # The HTTP layer refuses ids over 255 characters; built directly, one reaches PostgreSQL,
+    # which refuses it for its column: the batch is retried one delivery at a time.
+    with postgres_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        recorder = Recorder(Store(engine, []))
+        batch = [
+            (1, Delivery("msg_1", prediction("ok1", "starting"), 1.0)),
+            (2, Delivery("msg_2", prediction("x" * 300, "starting"), 1.0)),
+            (3, Delivery("msg_3", prediction("ok2", "starting"), 1.0)),
+        ]
+        answers = recorder.record(batch)
+        recorder.close()
+        engine.dispose()
+    assert [(seq, outcome) for seq, outcome, _ in answers] == [
+        (1, "accepted"),
+        (2, None),
+        (3, "accepted"),
+    ]
+    assert "value too long" in (answers[1][2] or "")
