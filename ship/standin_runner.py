@@ -34,7 +34,11 @@ class Runner:
                 continue
             done = self.done[prediction_id] = asyncio.Event()
             await self._start(prediction)
-            await done.wait()
+            try:
+                await asyncio.wait_for(done.wait(), self.standin.deadline_seconds)
+            except TimeoutError:  # Cog went silent: end it as Replicate does at the deadline
+                self.apply(prediction_id, {"status": "canceled", "error": "deadline reached"})
+            del self.done[prediction_id]
 
     async def _start(self, prediction: dict[str, Any]) -> None:
         pid = prediction["id"]

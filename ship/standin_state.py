@@ -50,6 +50,7 @@ class StandIn:
     cog_url: str | None = None  # where predictions run; None: they stay `starting`
     owner: str = "local"
     retry_delays: tuple[float, ...] = RETRY_DELAYS
+    deadline_seconds: float = 30 * 60  # Replicate's limit for a prediction
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # newest first
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)

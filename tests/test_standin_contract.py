@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from ship.local import MODEL, SCHEMA
-from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
+from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN, WebhookSink
 from tests.openapi_contract import validate
 
 AUTH = {"authorization": f"Bearer {STANDIN_TOKEN}"}
@@ -157,3 +157,20 @@ def test_prediction_requests_are_checked_against_the_version(
     response = httpx.post(f"{url}/v1/deployments/local/q/predictions", json=body, headers=AUTH)
     assert response.status_code == 422
     assert detail in response.json()["detail"]
+
+
+def test_a_prediction_cog_never_finishes_is_canceled_at_the_deadline(
+    registered: tuple[str, Any, str], sink: WebhookSink
+) -> None:
+    url, state, version = registered
+    state.cog_url = sink.url  # takes the prediction (any POST gets 200) and never calls back
+    state.deadline_seconds = 0.2
+    create_deployment(url, "slow", version)
+    created = httpx.post(
+        f"{url}/v1/deployments/local/slow/predictions",
+        json={"input": {"texts": ["hi"]}, "webhook": sink.url},
+        headers=AUTH,
+    ).json()
+    done = sink.wait_for(lambda e: e["id"] == created["id"] and e.get("status") == "canceled")
+    assert done["error"] == "deadline reached"
+    validate(done, "/predictions/{prediction_id}", "get")
