@@ -79,7 +79,7 @@ def with_backoff(
     raise AssertionError("unreachable")
 
 
-def prediction(api: Client, prediction_id: str) -> dict[str, Any]:
+def raw_prediction(api: Client, prediction_id: str) -> dict[str, Any]:
     """A prediction as raw JSON (the client's model rejects `aborted`)."""
     body: dict[str, Any] = api._request("GET", f"/v1/predictions/{prediction_id}").json()
     return body

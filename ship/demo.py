@@ -17,8 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from replicate.client import Client
@@ -28,6 +27,7 @@ from ship.cog_server import REPO, CogServerError
 from ship.local import MODEL, clean_env, local_replicate, receiver_process
 from ship.smoke import TEXTS
 
+T = TypeVar("T")
 DEPLOYMENT = "local/embeddings"
 LOGS = REPO / "data" / "demo"
 MORE_INPUTS: list[dict[str, Any]] = [
@@ -60,12 +60,14 @@ def run_script(name: str, env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 180) -> None:
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
+    """Poll `check` (the receiver is another process) until it returns a result."""
     deadline = time.monotonic() + timeout
-    while not check():
+    while (result := check()) is None:
         if time.monotonic() > deadline:
             raise DemoError(f"{what}: not done after {timeout:.0f} s")
         time.sleep(0.2)
+    return result
 
 
 def table(states: list[dict[str, Any]]) -> str:
@@ -140,20 +142,24 @@ def run(stack: ExitStack) -> None:
     read = httpx.Client(base_url=receiver.url, headers={"authorization": f"Bearer {read_token}"})
     stack.callback(read.close)
 
-    def collected() -> bool:
-        states = [read.get(f"/predictions/{pid}") for pid in ids]
-        return all(
-            r.status_code == 200
-            and r.json()["status"] in TERMINAL
-            and all(f["state"] in ("done", "dead", "refused") for f in r.json()["files"])
-            for r in states
-        )
+    def collected() -> list[dict[str, Any]] | None:
+        """Every prediction's state, once all are terminal and their files settled."""
+        states = []
+        for pid in ids:
+            response = read.get(f"/predictions/{pid}")
+            if response.status_code != 200:
+                return None
+            state = response.json()
+            settled = all(f["state"] in ("done", "dead", "refused") for f in state["files"])
+            if state["status"] not in TERMINAL or not settled:
+                return None
+            states.append(state)
+        return states
 
-    wait_for(collected, "collecting the predictions")
+    states = wait_for(collected, "collecting the predictions")
     step("what the receiver collected (GET /predictions/{id} on its read API):")
-    print(table([read.get(f"/predictions/{pid}").json() for pid in ids]))
-    files = Path(REPO / "data" / "outputs")
-    step(f"files fetched before Replicate would delete them are under {files}")
+    print(table(states))
+    step(f"files fetched before Replicate would delete them are under {REPO / 'data' / 'outputs'}")
 
 
 def main() -> int:

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 from replicate.client import Client
 
-from ship.api import TERMINAL, ShipError, client, reported, run_cli, with_backoff
-from ship.api import prediction as prediction_state
+from ship.api import TERMINAL, ShipError, client, raw_prediction, reported, run_cli, with_backoff
 
 TEXTS = [
     "A man is playing a guitar on stage.",
@@ -87,7 +86,7 @@ def smoke(api: Client, deployment: str, receiver_url: str, token: str, timeout: 
         state = collected(receiver_url, token, prediction.id, started + timeout)
     except ShipError as exc:  # say where it got stuck: in the model, or between the two
         with reported(f"{exc}; then reading it from the API"):
-            status = prediction_state(api, prediction.id)["status"]
+            status = raw_prediction(api, prediction.id)["status"]
         raise ShipError(f"{exc}; Replicate says it is {status}") from None
     if state["status"] != "succeeded":
         raise ShipError(f"prediction {prediction.id} {state['status']}: {state.get('error')}")

@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import func, select
 
 from receiver.db import make_engine
 from receiver.tables import deliveries, files, predictions
-from ship.local import ReceiverProcess
+from ship.local import ReceiverProcess, receiver_process
 from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.receiving import SECRET, prediction, signed
@@ -78,18 +79,13 @@ def test_secret_command_reads_the_default_secret(standin: Any) -> None:
 @pytest.fixture
 def started(tmp_path: Path) -> Iterator[Any]:
     """Start receiver processes with given env; stop them all afterwards."""
-    running: list[ReceiverProcess] = []
+    with ExitStack() as stack:
 
-    def start(env: dict[str, str]) -> ReceiverProcess:
-        log = (tmp_path / f"receiver-{len(running)}.log").open("wb")
-        process = ReceiverProcess({**CLEAN_ENV, **env}, log)
-        running.append(process)
-        process.wait_healthy()
-        return process
+        def start(env: dict[str, str]) -> ReceiverProcess:
+            log = tmp_path / f"receiver-{uuid.uuid4().hex[:8]}.log"
+            return stack.enter_context(receiver_process({**CLEAN_ENV, **env}, log))
 
-    yield start
-    for process in running:
-        process.stop()
+        yield start
 
 
 def test_secret_fetched_at_start_and_send_test_delivers(

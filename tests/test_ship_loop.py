@@ -35,6 +35,14 @@ def local(tmp_path_factory: pytest.TempPathFactory, schema_file: Path) -> Iterat
         yield standin
 
 
+@pytest.fixture(autouse=True)
+def released(local: StandIn) -> Iterator[None]:
+    """A test that holds completions and fails must not leave them held for the next one."""
+    yield
+    if local.hold_completions or local.held:
+        local.release_completions()
+
+
 def api_env(standin: StandIn) -> dict[str, str]:
     return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": standin.base_url}
 

@@ -12,7 +12,7 @@ import pytest
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
-from ship.api import ShipError, prediction, with_backoff
+from ship.api import ShipError, raw_prediction, with_backoff
 from ship.local import MODEL, SCHEMA
 from ship.push import pushed_version
 from tests.commands import run_module
@@ -160,4 +160,4 @@ def test_aborted_predictions_are_read_as_raw_json(api_env: dict[str, str], stand
     _, state = standin
     state.put("gone", "aborted")
     api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
-    assert prediction(api, "gone")["status"] == "aborted"
+    assert raw_prediction(api, "gone")["status"] == "aborted"
