@@ -25,8 +25,8 @@ STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup weights schema demo test serve receiver build predict push deploy smoke \
-	bench bench-model bench-receiver lint clean
+.PHONY: help setup weights schema demo stack test postgres serve receiver build predict push \
+	deploy smoke bench bench-model bench-receiver lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,7 +39,8 @@ help: ## List the targets
 
 $(STAMP): requirements.txt requirements-receiver.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		-r requirements.txt -r requirements-receiver.txt -r requirements-dev.txt
 	touch $@
 
 setup: $(STAMP) weights schema ## Create .venv, install pinned dependencies, fill weights/, write the schema
@@ -55,8 +56,14 @@ $(SCHEMA): predict.py cog.yaml ship/cog_schema.py $(STAMP)
 demo: setup ## The whole loop offline: Cog server, stand-in for Replicate, receiver, deploy, smoke
 	$(BIN)/python -m ship.demo
 
-test: setup ## Run the tests (CPU, no Docker, no network)
+stack: setup ## The offline loop in the foreground, for `make deploy smoke` in another shell
+	$(BIN)/python -m ship.stack
+
+test: setup postgres ## Run the tests (CPU, no Docker, no network; PostgreSQL on 127.0.0.1:5432)
 	$(BIN)/python -m pytest
+
+postgres: ## Start this machine's PostgreSQL if it is down (the receiver's tests use it)
+	@./scripts/postgres.sh
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
 	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m ship.cog_server --port $(PORT)
@@ -94,5 +101,5 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-clean: ## Remove the venv, caches and generated files (not weights/)
-	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove the venv, caches, generated files and data/ (the demo's store); not weights/
+	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache .hypothesis data

@@ -106,12 +106,13 @@ def serve_and_predict(runner: str, log: Path, texts: list[str]) -> tuple[float, 
 
 
 def through_cog(count: int, runs: int) -> None:
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-boot-"))
     texts = mixed_texts(count, load_tokenizer(REPO / "weights"))
     ours, naive = [], []
-    for i in range(runs):  # alternate: drift hits both sides
-        naive.append(serve_and_predict(NAIVE, log_dir / f"naive-{i}.log", texts))
-        ours.append(serve_and_predict(OURS, log_dir / f"ours-{i}.log", texts))
+    with tempfile.TemporaryDirectory(prefix="bench-boot-") as logs:
+        log_dir = Path(logs)
+        for i in range(runs):  # alternate: drift hits both sides
+            naive.append(serve_and_predict(NAIVE, log_dir / f"naive-{i}.log", texts))
+            ours.append(serve_and_predict(OURS, log_dir / f"ours-{i}.log", texts))
     boot_o, boot_n = (statistics.median(b for b, _ in runs_) for runs_ in (ours, naive))
     rate_o, rate_n = (count / min(r for _, r in runs_) for runs_ in (ours, naive))
     print(f"[cog] Cog HTTP server, median boot and best request of {runs}")

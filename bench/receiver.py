@@ -194,11 +194,12 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-receiver-"))
-    sqlite_url = f"sqlite:///{workdir / 'receiver.db'}"
-    compare("sqlite", sqlite_url, args.deliveries, args.rounds, workdir)
-    with postgres_database() as url:
-        compare("postgresql", url, args.deliveries, args.rounds, workdir)
+    with tempfile.TemporaryDirectory(prefix="bench-receiver-") as work:
+        workdir = Path(work)
+        sqlite_url = f"sqlite:///{workdir / 'receiver.db'}"
+        compare("sqlite", sqlite_url, args.deliveries, args.rounds, workdir)
+        with postgres_database() as url:
+            compare("postgresql", url, args.deliveries, args.rounds, workdir)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ stops everything it started, on Ctrl-C or a failure too.
 
 from __future__ import annotations
 
-import base64
+import argparse
 import re
-import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,12 +24,11 @@ from replicate.client import Client
 
 from ship.api import TERMINAL
 from ship.cog_server import REPO, CogServerError
-from ship.local import MODEL, clean_env, local_replicate, receiver_process
+from ship.local import clean_env
 from ship.smoke import TEXTS
+from ship.stack import DATA, DEPLOYMENT, StackError, local_stack
 
 T = TypeVar("T")
-DEPLOYMENT = "local/embeddings"
-LOGS = REPO / "data" / "demo"
 MORE_INPUTS: list[dict[str, Any]] = [
     {"texts": TEXTS[:2]},
     {"texts": TEXTS, "output_format": "npy"},
@@ -103,43 +102,26 @@ def table(states: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def run(stack: ExitStack) -> None:
-    LOGS.mkdir(parents=True, exist_ok=True)
-    token, read_token = f"r8_demo_{secrets.token_hex(8)}", secrets.token_urlsafe(16)
-    secret = f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
-    step(f"starting the Cog server (CPU) and the stand-in for Replicate; logs in {LOGS}")
-    standin = stack.enter_context(local_replicate(LOGS, token, secret))
-    api_env = {"REPLICATE_API_TOKEN": token, "REPLICATE_BASE_URL": standin.base_url}
-    receiver_env = {
-        **clean_env(),
-        **api_env,  # it fetches the webhook secret from the API at start
-        "RECEIVER_API_TOKEN": read_token,
-        "RECEIVER_DOWNLOAD_HOSTS": standin.base_url,
-        "RECEIVER_WORKER_POLL_SECONDS": "0.2",
-    }
-    receiver = stack.enter_context(receiver_process(receiver_env, LOGS / "receiver.log"))
-    step(f"receiver up at {receiver.url}, on its default store: data/receiver.db")
-    ship_env = {
-        **clean_env(),
-        **api_env,
-        "MODEL": MODEL,
-        "DEPLOYMENT": DEPLOYMENT,
-        "HARDWARE": "cpu",
-        "RECEIVER_URL": receiver.url,
-        "RECEIVER_API_TOKEN": read_token,
-    }
+def run(stack: ExitStack, data_dir: Path) -> None:
+    step("starting the Cog server (CPU), the stand-in for Replicate and the receiver")
+    local = stack.enter_context(local_stack(data_dir))
+    standin, receiver = local.standin, local.receiver
+    step(f"receiver up at {receiver.url}, on its embedded store: {local.store()}")
+    step(f"logs in {data_dir / 'logs'}")
+    ship_env = {**clean_env(), **local.ship_env()}
     step(run_script("deploy", ship_env))
     step(run_script("smoke", ship_env))
     smoke_id = next(reversed(standin.predictions))  # the stand-in has run only that one
 
     step(f"{len(MORE_INPUTS)} more predictions, webhooks to the receiver")
-    api = Client(api_token=token, base_url=standin.base_url)
+    api = Client(api_token=local.api_token, base_url=standin.base_url)
     webhook = f"{receiver.url}/webhooks/replicate"
     ids = [smoke_id] + [
         api.deployments.predictions.create(DEPLOYMENT, input=i, webhook=webhook).id
         for i in MORE_INPUTS
     ]
-    read = httpx.Client(base_url=receiver.url, headers={"authorization": f"Bearer {read_token}"})
+    headers = {"authorization": f"Bearer {local.read_token}"}
+    read = httpx.Client(base_url=receiver.url, headers=headers)
     stack.callback(read.close)
 
     def collected() -> list[dict[str, Any]] | None:
@@ -159,18 +141,26 @@ def run(stack: ExitStack) -> None:
     states = wait_for(collected, "collecting the predictions")
     step("what the receiver collected (GET /predictions/{id} on its read API):")
     print(table(states))
-    step(f"files fetched before Replicate would delete them are under {REPO / 'data' / 'outputs'}")
+    step(f"files fetched before Replicate would delete them are under {data_dir / 'outputs'}")
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m ship.demo", description=__doc__)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA,
+        help="where the receiver's store, its files and the logs go (default: data/)",
+    )
+    args = parser.parse_args()
     try:
         with ExitStack() as stack:
-            run(stack)
+            run(stack, args.data_dir)
             step("stopping everything it started")
     except KeyboardInterrupt:
         print("demo: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
-    except (DemoError, CogServerError, RuntimeError, httpx.HTTPError) as exc:
+    except (DemoError, StackError, CogServerError, RuntimeError, httpx.HTTPError) as exc:
         print(f"demo: failed: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     return 0

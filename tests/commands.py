@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from ship.cog_server import REPO
 from ship.local import clean_env
@@ -24,3 +25,15 @@ def run_module(
         timeout=timeout,
         check=False,
     )
+
+
+def marked(marker: str) -> list[int]:
+    """Processes whose environment carries `marker`: whatever a command started and left behind."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours to read
+            continue
+    return found

@@ -17,6 +17,7 @@ import yaml
 
 from ship import cog_schema
 from ship.cog_server import REPO
+from tests.commands import marked
 
 
 def test_schema_is_generated_from_the_runner_in_cogs_layout(schema_file: Path) -> None:
@@ -60,21 +61,9 @@ def test_make_help_lists_every_target() -> None:
         assert re.search(rf"^\s+{target}\s+\S", out, re.MULTILINE), target
 
 
-def marked(marker: str) -> list[int]:
-    """Processes whose environment carries `marker`: whatever a demo started and left behind."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if marker.encode() in environ.read_bytes():
-                found.append(int(environ.parent.name))
-        except OSError:  # gone, or not ours to read
-            continue
-    return found
-
-
-def demo(marker: str) -> subprocess.Popen[str]:
+def demo(marker: str, data_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ship.demo"],
+        [sys.executable, "-m", "ship.demo", "--data-dir", str(data_dir)],
         cwd=REPO,
         env={**os.environ, "DEMO_TEST_MARKER": marker},
         stdout=subprocess.PIPE,
@@ -83,9 +72,11 @@ def demo(marker: str) -> subprocess.Popen[str]:
     )
 
 
-def test_demo_runs_the_whole_loop_and_stops_what_it_started(schema_file: Path) -> None:
+def test_demo_runs_the_whole_loop_and_stops_what_it_started(
+    schema_file: Path, tmp_path: Path
+) -> None:
     marker = uuid.uuid4().hex
-    process = demo(marker)
+    process = demo(marker, tmp_path)
     out, err = process.communicate(timeout=600)
     assert process.returncode == 0, err
     assert "deployment local/embeddings " in out
@@ -98,9 +89,9 @@ def test_demo_runs_the_whole_loop_and_stops_what_it_started(schema_file: Path) -
     assert marked(marker) == []
 
 
-def test_demo_stops_everything_on_ctrl_c(schema_file: Path) -> None:
+def test_demo_stops_everything_on_ctrl_c(schema_file: Path, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
-    process = demo(marker)
+    process = demo(marker, tmp_path)
     assert process.stdout is not None
     for line in process.stdout:  # interrupt once the Cog server and the receiver are up
         if "receiver up at" in line:
@@ -167,10 +158,12 @@ def test_ship_workflow_runs_the_make_targets() -> None:
         assert f"python -m {script}" in dry
 
 
-def test_demo_failing_to_start_says_why_and_stops_what_it_started(schema_file: Path) -> None:
+def test_demo_failing_to_start_says_why_and_stops_what_it_started(
+    schema_file: Path, tmp_path: Path
+) -> None:
     marker = uuid.uuid4().hex
     process = subprocess.Popen(
-        [sys.executable, "-m", "ship.demo"],
+        [sys.executable, "-m", "ship.demo", "--data-dir", str(tmp_path)],
         cwd=REPO,
         env={**os.environ, "DEMO_TEST_MARKER": marker, "WEIGHTS_DIR": "/nonexistent/weights"},
         stdout=subprocess.PIPE,

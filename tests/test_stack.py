@@ -1,0 +1,120 @@
+"""`make stack`: the offline loop in the foreground, driven from another shell by `make deploy
+smoke`, and stopped by Ctrl-C with nothing left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ship.cog_server import REPO
+from tests.commands import CLEAN_ENV, marked
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    marker: str
+    exports: dict[str, str]
+    banner: list[str]
+
+
+def read_banner(process: subprocess.Popen[str]) -> list[str]:
+    """Lines up to 'stack: running', as a user sees them before switching shells."""
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("stack: running"):
+            return lines
+    raise AssertionError(f"the stack ended before running: {lines} {process.stderr}")
+
+
+def parse_exports(lines: list[str]) -> dict[str, str]:
+    """The `export NAME=value` lines, parsed as a shell would."""
+    exports = {}
+    for line in lines:
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            exports[name] = shlex.split(value)[0]
+    return exports
+
+
+@pytest.fixture
+def stack(schema_file: Path, tmp_path: Path) -> Iterator[RunningStack]:
+    marker = uuid.uuid4().hex
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ship.stack", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        env={**CLEAN_ENV, "STACK_TEST_MARKER": marker},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own group, like a terminal's foreground job
+    )
+    try:
+        banner = read_banner(process)
+        yield RunningStack(process, marker, parse_exports(banner), banner)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=60)
+
+
+def test_stack_prints_what_the_ship_scripts_need(stack: RunningStack) -> None:
+    assert set(stack.exports) == {
+        "REPLICATE_API_TOKEN",
+        "REPLICATE_BASE_URL",
+        "RECEIVER_URL",
+        "RECEIVER_API_TOKEN",
+        "MODEL",
+        "DEPLOYMENT",
+        "HARDWARE",
+    }
+    # Every URL it prints answers.
+    for line in stack.banner:
+        if match := re.match(r"stack: (Cog server|Replicate stand-in|receiver)\s+(\S+)", line):
+            assert httpx.get(match[2], timeout=5).status_code < 500, line
+
+
+def test_make_deploy_smoke_in_another_shell_then_ctrl_c_stops_everything(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "smoke"],
+        cwd=REPO,
+        env={**CLEAN_ENV, **stack.exports},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deployment local/embeddings created: release 1" in result.stdout
+    assert "smoke: ok, prediction " in result.stdout
+    assert (tmp_path / "receiver.db").exists()  # the store it was given, not the user's data/
+
+    assert marked(stack.marker)  # Cog, the stand-in and the receiver run...
+    os.killpg(stack.process.pid, signal.SIGINT)  # ^C in the terminal reaches the whole group
+    _, err = stack.process.communicate(timeout=120)
+    assert stack.process.returncode == 0
+    assert err.strip().splitlines()[-1] == "stack: stopped everything it started"
+    assert marked(stack.marker) == []  # ...and are gone
+
+
+def test_stack_stops_on_sigterm_too(stack: RunningStack) -> None:
+    stack.process.terminate()
+    _, err = stack.process.communicate(timeout=120)
+    assert stack.process.returncode == 0
+    assert "Traceback" not in err
+    assert marked(stack.marker) == []
