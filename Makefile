@@ -72,11 +72,11 @@ receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (set
 	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)
 
 build: setup ## cog build -t IMAGE (needs the cog CLI and Docker)
-	@$(BIN)/python -m ship.push --check
+	@$(BIN)/python -m ship.push --check build
 	cog build -t $(IMAGE)
 
 predict: setup ## One prediction through the Cog CLI: cog run with ship/sample-input.json
-	@$(BIN)/python -m ship.push --check
+	@$(BIN)/python -m ship.push --check predict
 	cog run --json @ship/sample-input.json
 
 push: setup ## cog push r8.im/MODEL, then confirm the new version through Replicate's API

@@ -6,7 +6,10 @@ input names, limits, output shapes, and the errors a caller gets.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
+import shutil
 import tempfile
 from pathlib import Path as FsPath
 from typing import Any
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 from cog import BaseRunner, Input, Path
 
-from embedder.engine import Embedder
+from embedder.engine import DIMENSIONS, Embedder
 from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import verify
 
@@ -23,38 +26,56 @@ MAX_TEXTS = 1024
 # UTF-8 bytes over all texts: room for MAX_TEXTS full-length English texts (~1.3 KB at
 # 256 tokens) while bounding tokenizer work, which runs before truncation.
 MAX_TOTAL_BYTES = 2 << 20
+# npy outputs kept on disk. coglet reads each file as soon as run() returns, before the
+# prediction completes, and a server has at most COG_MAX_CONCURRENCY (1 in the image,
+# 2 locally) predictions in flight: older files have long been read.
+KEEP_OUTPUTS = 8
 WEIGHTS_DIR = FsPath(os.environ.get("WEIGHTS_DIR", FsPath(__file__).parent / "weights"))
+
+
+class InvalidInputError(ValueError):
+    """A request the schema cannot refuse (count, total size): the prediction fails with it.
+
+    coglet reports a failed prediction as "Prediction failed: <how it failed>: <the
+    exception's __qualname__>: <message>"; a readable qualname turns the tail into the
+    sentence a Replicate user reads: "Invalid input: texts must hold 1 to 1024 strings; got 0".
+    """
+
+    __qualname__ = "Invalid input"
 
 
 def check_texts(texts: Any) -> list[str]:
     """Refuse what the schema cannot express (count, total size), saying what to change."""
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a list of strings")
+        raise InvalidInputError("texts must be a list of strings")
     if not 1 <= len(texts) <= MAX_TEXTS:
-        raise ValueError(f"texts must hold 1 to {MAX_TEXTS} strings; got {len(texts)}")
+        raise InvalidInputError(f"texts must hold 1 to {MAX_TEXTS} strings; got {len(texts)}")
     size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
     if size > MAX_TOTAL_BYTES:
-        raise ValueError(f"texts total {size} UTF-8 bytes; the limit is {MAX_TOTAL_BYTES}")
+        raise InvalidInputError(f"texts total {size} UTF-8 bytes; the limit is {MAX_TOTAL_BYTES}")
     return texts
 
 
 class Runner(BaseRunner):
     def setup(self) -> None:
-        verify(WEIGHTS_DIR)  # one clear line on missing or corrupt weights, before any loading
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = resolve_dtype(dtype_from_env(), device)
+        dtype = resolve_dtype(dtype_from_env(), device)  # a bad MODEL_DTYPE: one line, first
+        verify(WEIGHTS_DIR)  # one clear line on missing or corrupt weights, before any loading
         self.embedder = Embedder(WEIGHTS_DIR, device, dtype)
         self.embedder.embed(
             ["warm up"]
         )  # first call builds oneDNN/cuBLAS plans: keep it off the first request
-        self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
+        self.outputs: FsPath | None = None  # made on the first npy request
+        self.output_ids = itertools.count()
         print(f"embedder ready on {device} in {dtype}")
 
-    def run(
+    # async: coglet refuses COG_MAX_CONCURRENCY > 1 for a sync run(). The local server has two
+    # slots, so a client that sends its next request the moment it has an answer never meets
+    # the slot coglet frees just after responding (409); the image keeps Cog's one.
+    async def run(
         self,
         texts: list[str] = Input(
-            description=f"Texts to embed, in order: 1 to {MAX_TEXTS} strings, "
-            f"{MAX_TOTAL_BYTES} UTF-8 bytes in all. Each is truncated at 256 tokens.",
+            description="1 to 1024 texts, 2 MiB of UTF-8 in all; each is truncated at 256 tokens.",
         ),
         normalize: bool = Input(
             default=True, description="L2-normalise each vector (cosine similarity = dot product)."
@@ -65,13 +86,23 @@ class Runner(BaseRunner):
             description="json: a list of 384-float lists. npy: a float32 [n, 384] .npy file.",
         ),
     ) -> Any:
-        vectors = self.embedder.embed(check_texts(texts), normalize=normalize)
+        texts = check_texts(texts)
+        vectors = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        for _ in self.embedder.fill(vectors, texts, normalize=normalize):
+            await asyncio.sleep(0)  # a cancel lands here; another prediction may run a batch
         if output_format == "npy":
-            # One slot serves one prediction at a time and the server reads this file
-            # before the next one starts, so a single reused path never accumulates.
-            path = self.outputs / "embeddings.npy"
-            np.save(path, vectors)
-            return Path(path)
+            return Path(self.save_npy(vectors))
         # coglet writes an ndarray as the same JSON nested list, 4x faster than walking
         # the Python floats of `.tolist()` (1.8 s vs 7.4 s for 1000 x 384, measured here).
         return vectors
+
+    def save_npy(self, vectors: np.ndarray) -> FsPath:
+        """Write `<n>/embeddings.npy` (the name Replicate's URL shows), dropping old outputs."""
+        if self.outputs is None:
+            self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
+        n = next(self.output_ids)
+        shutil.rmtree(self.outputs / str(n - KEEP_OUTPUTS), ignore_errors=True)
+        path = self.outputs / str(n) / "embeddings.npy"
+        path.parent.mkdir()
+        np.save(path, vectors)
+        return path

@@ -71,18 +71,28 @@ class Embedder:
         self.model = Bert(load_file(weights_dir / "model.safetensors"), config, device, dtype)
         self.plan = BatchPlan.for_device(device)
 
-    @torch.inference_mode()
     def embed(self, texts: Sequence[str], normalize: bool = True) -> np.ndarray:
         """Return float32 [len(texts), 384] in input order."""
+        out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
+        for _ in self.fill(out, texts, normalize):
+            pass
+        return out
+
+    @torch.inference_mode()
+    def fill(self, out: np.ndarray, texts: Sequence[str], normalize: bool = True) -> Iterator[None]:
+        """Write the vectors of `texts` into the rows of `out`, one batch per step.
+
+        A caller may pause between steps: the async `run()` yields to its event loop there,
+        which is where a cancel takes effect and another prediction gets its turn.
+        """
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
         ids = [e.ids for e in encodings]
-        out = np.empty((len(ids), DIMENSIONS), dtype=np.float32)
         for index in self.plan.batches([len(i) for i in ids]):
             vectors = self._forward([ids[i] for i in index])
             if normalize:
                 vectors = F.normalize(vectors, p=2, dim=1)
             out[index] = vectors.cpu().numpy()
-        return out
+            yield
 
     def _forward(self, batch: list[list[int]]) -> torch.Tensor:
         """Mean-pooled float32 vectors of one batch (texts of any order)."""

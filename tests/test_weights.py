@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -112,23 +113,35 @@ def test_cli_failure_is_one_readable_line(tmp_path: Path) -> None:
     assert "manifest.json" in lines[0]
 
 
-def test_cli_unreachable_url_is_one_readable_line(folder: Path) -> None:
+def test_missing_manifest_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"manifest\.json is missing: run `make weights`"):
+        verify(tmp_path)
+
+
+def test_missing_file_at_the_url_names_the_url(folder: Path, file_server: tuple[str, Path]) -> None:
+    url, files = file_server
+    (files / "config.json").unlink()
+    with pytest.raises(
+        WeightsError, match=rf"cannot fetch {url}/config\.json: HTTP 404 .*WEIGHTS_URL"
+    ):
+        fill(folder, url)
+
+
+def test_cli_unreachable_url_is_one_line_naming_it(folder: Path) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on any more
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/nothing"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedder.weights",
-            "fill",
-            "--dir",
-            str(folder),
-            "--url",
-            "http://127.0.0.1:9/nothing",
-        ],
+        [sys.executable, "-m", "embedder.weights", "fill", "--dir", str(folder), "--url", url],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"weights: cannot fetch {url}/")
+    assert "Connection refused" in lines[0]
+    assert "check WEIGHTS_URL" in lines[0]
