@@ -25,7 +25,7 @@ STAMP  := $(VENV)/.installed
 SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
-.PHONY: help setup weights schema demo stack test postgres serve receiver build predict push \
+.PHONY: help setup weights schema demo stack test test-services serve receiver build predict push \
 	deploy smoke bench bench-model bench-receiver lint clean
 
 help: ## List the targets
@@ -59,11 +59,11 @@ demo: setup ## The whole loop offline: Cog server, stand-in for Replicate, recei
 stack: setup ## The offline loop in the foreground, for `make deploy smoke` in another shell
 	$(BIN)/python -m ship.stack
 
-test: setup postgres ## Run the tests (CPU, no Docker, no network; PostgreSQL on 127.0.0.1:5432)
+test: setup test-services ## Run the tests (CPU, no Docker, no network)
 	$(BIN)/python -m pytest
 
-postgres: ## Start this machine's PostgreSQL if it is down (the receiver's tests use it)
-	@./scripts/postgres.sh
+test-services: ## Start PostgreSQL if it is down and install Caddy if missing (what tests use)
+	@./scripts/test-services.sh
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
 	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m ship.cog_server --port $(PORT)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import logging
+import os
+import secrets as random_source
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import NoReturn
 
 import httpx
 from pydantic import ValidationError
 
 from receiver.settings import Settings, SettingsError, signing_keys
-from receiver.signature import sign
+from receiver.signature import PREFIX, sign
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SECRET_BYTES = 32  # Replicate's own secrets decode to 24 bytes; ours accept 24-64
 
 
 def fail(message: str) -> NoReturn:
@@ -27,7 +36,8 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"invalid setting {str(first['loc'][0]).upper()}: {first['msg']}")
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        fail(f"invalid setting {str(first['loc'][0]).upper()}: {reason}")
 
 
 def secrets(settings: Settings) -> list[str]:
@@ -50,29 +60,91 @@ def keys(settings: Settings) -> list[bytes]:
         fail(str(exc))
 
 
-def serve(host: str, port: int, access_log: bool) -> None:
+def generate_secret() -> str:
+    """A fresh secret for a receiver that is not fed by Replicate's account secret (local use,
+    or a test sender): random bytes, strict base64, as `decode_secret` requires."""
+    return PREFIX + base64.b64encode(random_source.token_bytes(SECRET_BYTES)).decode()
+
+
+def check_output_dir(path: Path) -> None:
+    """Files are fetched long after the start: find an unwritable folder now, not then, without
+    creating anything (the downloader creates the folder when it first needs it)."""
+    existing = path
+    while not existing.exists():  # the nearest folder that exists, where it would be created
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        if existing == path:
+            with tempfile.TemporaryFile(dir=path, prefix=".write-check-"):
+                pass
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as exc:
+        fail(f"invalid setting RECEIVER_OUTPUT_DIR: {str(path)!r} is not writable ({exc.strerror})")
+
+
+def masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def short_reason(exc: BaseException) -> str:
+    """The driver's own words, first line only: psycopg says 'connection failed: connection to
+    server at "h", port 5432 failed: FATAL:  database "x" does not exist' and a hint below."""
+    cause = getattr(exc, "orig", None) or exc
+    text = (getattr(cause, "strerror", None) or str(cause) or type(cause).__name__).strip()
+    line = text.splitlines()[0] if text else type(cause).__name__
+    line = line.rsplit("failed: ", 1)[-1]
+    for prefix in ("FATAL:", "ERROR:"):
+        line = line.removeprefix(prefix)
+    return " ".join(line.split())[:200]
+
+
+def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | None) -> None:
     import uvicorn
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from receiver.app import create_app
     from receiver.runtime import build
 
     settings = load_settings()
+    if forwarded_allow_ips is not None:  # the flag wins over RECEIVER_FORWARDED_ALLOW_IPS
+        try:
+            settings = Settings(receiver_forwarded_allow_ips=forwarded_allow_ips)
+        except ValidationError as exc:
+            reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            fail(f"invalid --forwarded-allow-ips: {reason}")
     signing = keys(settings)
+    check_output_dir(settings.receiver_output_dir)
     try:
         store, workers = build(settings)
-    except (SQLAlchemyError, OSError) as exc:
-        fail(f"store {settings.receiver_database_url!r} unavailable: {exc.__class__.__name__}")
+    except (SQLAlchemyError, OSError, CommandError) as exc:
+        url = masked(settings.receiver_database_url)
+        fail(f"store {url} unavailable: {short_reason(exc)}")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     app = create_app(settings, signing, store, workers=workers)
-    uvicorn.run(app, host=host, port=port, access_log=access_log)
+    trusted = settings.receiver_forwarded_allow_ips
+    # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could then
+    # claim any address. Off unless the proxy's address is given.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=access_log,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+    )
 
 
-def send_test(url: str) -> None:
+def send_test(url: str, prediction_id: str | None = None) -> None:
     """Sign a sample prediction with the configured secret and post it, as Replicate would."""
     key = keys(load_settings())[0]
     body = json.dumps(
         {
-            "id": f"test-{uuid.uuid4().hex[:12]}",
+            "id": prediction_id or f"test-{uuid.uuid4().hex[:12]}",
             "status": "succeeded",
             "output": [[0.0] * 3],
             "logs": "",
@@ -96,28 +168,47 @@ def send_test(url: str) -> None:
         sys.exit(1)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m receiver", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="serve the webhook endpoint and the read API")
-    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument(
         "--access-log", action="store_true", help="log every request (/metrics counts them anyway)"
     )
-    commands.add_parser("secret", help="print the default webhook secret from Replicate's API")
+    run.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="behind a reverse proxy: its address(es) or network(s), comma-separated; "
+        "X-Forwarded-For/-Proto are believed from these only (default: "
+        "RECEIVER_FORWARDED_ALLOW_IPS, else from nobody)",
+    )
+    secret = commands.add_parser(
+        "secret", help="print the default webhook secret from Replicate's API"
+    )
+    secret.add_argument(
+        "--generate", action="store_true", help="print a fresh random whsec_ secret instead"
+    )
     test = commands.add_parser("send-test", help="post a signed sample prediction to --url")
     test.add_argument("--url", required=True)
-    args = parser.parse_args(argv)
+    test.add_argument("--prediction-id", help="the sample's id (default: test-<random>)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     if args.command == "serve":
-        serve(args.host, args.port, args.access_log)
+        serve(args.host, args.port, args.access_log, args.forwarded_allow_ips)
+    elif args.command == "secret" and args.generate:
+        print(generate_secret())
     elif args.command == "secret":
         settings = load_settings()
         if settings.replicate_api_token is None:
-            fail("set REPLICATE_API_TOKEN to fetch the webhook secret")
+            fail("set REPLICATE_API_TOKEN to fetch the webhook secret (or use --generate)")
         print(secrets(settings)[0])
     else:
-        send_test(args.url)
+        send_test(args.url, args.prediction_id)
 
 
 if __name__ == "__main__":

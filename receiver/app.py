@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver import state
 from receiver.metrics import Metrics
+from receiver.refusals import RefusalLog
 from receiver.settings import Settings
 from receiver.signature import VerificationError, verify
 from receiver.store import Delivery, Store, iso
@@ -86,9 +87,11 @@ def create_app(
     store: Store,
     clock: Callable[[], float] = time.time,
     workers: list[Any] | None = None,
+    refusals: RefusalLog | None = None,
 ) -> FastAPI:
     metrics = Metrics(store.queue_depth)
     writer = Writer(store)
+    refusal_log = refusals or RefusalLog(log)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +102,7 @@ def create_app(
         for worker in workers or []:
             worker.stop()
         await writer.stop()
+        refusal_log.flush()
 
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.
     app = FastAPI(title="Replicate webhook receiver", lifespan=lifespan, redirect_slashes=False)
@@ -130,6 +134,8 @@ def create_app(
             outcome = await writer.write(delivery)
         except RefusedError as exc:
             metrics.deliveries.labels(f"refused_{exc.status}").inc()
+            client = request.client.host if request.client else None
+            refusal_log.refused(exc.status, exc.reason, request.headers.get("webhook-id"), client)
             raise
         except SQLAlchemyError:
             metrics.deliveries.labels("store_unavailable").inc()

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from receiver.signature import decode_secret
 
 _SPLIT = re.compile(r"[\s,]+")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+# The drivers this package installs; anything else would fail later with an import traceback.
+DATABASES = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg"), "postgres": ("",)}
+DATABASE_EXAMPLE = "sqlite:///path/to/receiver.db or postgresql://user:password@host/db"
 
 
 class SettingsError(Exception):
@@ -22,10 +32,60 @@ def _split(value: object) -> object:
     return [item for item in _SPLIT.split(value) if item] if isinstance(value, str) else value
 
 
-class Settings(BaseSettings):
-    """Every setting is named exactly as its environment variable."""
+def check_database_url(url: str) -> str:
+    """Only SQLite and PostgreSQL through the drivers we ship; the URL is never echoed (it may
+    hold a password)."""
+    try:
+        drivername = make_url(url).drivername
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(f"not a database URL (use {DATABASE_EXAMPLE})") from exc
+    backend, _, driver = drivername.partition("+")
+    if backend not in DATABASES:
+        raise ValueError(f"unsupported database {backend!r} (use {DATABASE_EXAMPLE})")
+    if driver not in DATABASES[backend]:
+        raise ValueError(f"unsupported driver {drivername!r} (use {backend}:// without +driver)")
+    return url
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+def check_download_host(entry: str) -> str:
+    """A bare host (https on it and its subdomains) or exactly one http(s) origin, nothing else:
+    a typo here would silently refuse every file, or allow more than meant."""
+    if "://" not in entry:
+        host = entry.lower().rstrip(".")
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"entry {entry!r} is not a host name (example: replicate.delivery)")
+        return host
+    try:
+        parts = urlsplit(entry)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"entry {entry!r} is not a valid origin") from exc
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"entry {entry!r}: only http:// or https:// origins")
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        raise ValueError(f"entry {entry!r} has no host (example: http://127.0.0.1:9000)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"entry {entry!r}: an origin has no path, query or fragment")
+    return entry
+
+
+def check_trusted_proxy(entry: str) -> str:
+    """An IP address or network; uvicorn would treat anything else as a literal name, and `*`
+    would let any client claim any address."""
+    try:
+        ipaddress.ip_network(entry)  # strict: 10.0.0.1/8 is refused, not widened
+    except ValueError as exc:
+        raise ValueError(
+            f"entry {entry!r} is not an IP address or network: trust only your proxy's address"
+        ) from exc
+    return entry
+
+
+class Settings(BaseSettings):
+    """Every setting is named exactly as its environment variable; an empty one counts as unset
+    (compose's `${VAR:-}` gives empty strings)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_ignore_empty=True)
 
     replicate_webhook_secret: SecretStr | None = None
     replicate_api_token: SecretStr | None = None
@@ -40,8 +100,26 @@ class Settings(BaseSettings):
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)
+    receiver_forwarded_allow_ips: Annotated[list[str], NoDecode] = []
 
-    _split_hosts = field_validator("receiver_download_hosts", mode="before")(_split)
+    _split_lists = field_validator(
+        "receiver_download_hosts", "receiver_forwarded_allow_ips", mode="before"
+    )(_split)
+
+    @field_validator("receiver_database_url")
+    @classmethod
+    def _database(cls, url: str) -> str:
+        return check_database_url(url)
+
+    @field_validator("receiver_download_hosts")
+    @classmethod
+    def _hosts(cls, entries: list[str]) -> list[str]:
+        return [check_download_host(entry) for entry in entries]
+
+    @field_validator("receiver_forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, entries: list[str]) -> list[str]:
+        return [check_trusted_proxy(entry) for entry in entries]
 
     def secrets(self) -> list[str]:
         secret = self.replicate_webhook_secret

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,19 @@ SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
 ASYNC_SLOTS = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # fixed in coglet 0.23.1 (service.rs)
+# `python -m cog.server.http`, started so that it gets SIGTERM when the process that started it
+# dies (Linux's PR_SET_PDEATHSIG, kept across exec). It runs in its own process group, so a
+# parent killed outright (SIGKILL, a closed terminal) could not stop it and it would run on.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+prctl = getattr(ctypes.CDLL(None), "prctl", None)  # Linux only
+if prctl is not None:
+    prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before that call
+        sys.exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "cog.server.http", *sys.argv[1:]])
+"""
+COG_SERVER = (sys.executable, "-c", _DIE_WITH_PARENT)
 
 
 class CogServerError(Exception):
@@ -157,7 +171,7 @@ def cog_server(
         check_port("127.0.0.1", port)
     with scratch_dir() as tmp, log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1", *args],
+            [*COG_SERVER, "--host", "127.0.0.1", *args],
             cwd=cwd,
             env=server_env(port, runner, {"TMPDIR": tmp, **(env or {})}, cwd),
             stdout=log,
@@ -183,7 +197,7 @@ def scratch_dir() -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="cog-server-") as tmp:
             yield tmp
     finally:
-        remove_empty_prediction_dirs(before)
+        remove_prediction_dirs(before)
 
 
 def prediction_dirs() -> set[str]:
@@ -193,16 +207,13 @@ def prediction_dirs() -> set[str]:
         return set()
 
 
-def remove_empty_prediction_dirs(before: set[str]) -> None:
-    """coglet leaves an empty `inputs/` and `outputs/` per prediction under a path compiled
-    into it; remove the ones made since `before`. Only empty ones: a folder another server is
-    still using holds files, and rmdir refuses it."""
+def remove_prediction_dirs(before: set[str]) -> None:
+    """coglet keeps a folder per prediction (`inputs/`, `outputs/`: copies of file outputs,
+    large outputs spilled to disk) under a path compiled into it, and never removes it. Once
+    our server has stopped, remove those made while it ran. Another server of ours may be up
+    meanwhile (a test module's), but it sits idle while a test starts and stops this one."""
     for name in prediction_dirs() - before:
-        folder = COGLET_PREDICTIONS / name
-        with contextlib.suppress(OSError):
-            for child in folder.iterdir():
-                child.rmdir()
-            folder.rmdir()
+        shutil.rmtree(COGLET_PREDICTIONS / name, ignore_errors=True)
     for parent in (COGLET_PREDICTIONS, COGLET_PREDICTIONS.parent):
         with contextlib.suppress(OSError):
             parent.rmdir()  # only if nothing else is in it
@@ -294,7 +305,7 @@ def serve(host: str, port: int, ready_timeout: float) -> int:
     check_port(host, port)
     with scratch_dir() as tmp:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", host],
+            [*COG_SERVER, "--host", host],
             cwd=REPO,
             env=server_env(port, RUNNER, {"TMPDIR": tmp}, REPO),
             stdout=subprocess.PIPE,

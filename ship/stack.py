@@ -117,8 +117,8 @@ def describe(stack: LocalStack) -> str:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # `kill` stops the stack as cleanly as Ctrl-C does
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # `kill` or a closed terminal stops the stack as Ctrl-C does
 
 
 def run_until_stopped(stack: LocalStack) -> None:
@@ -136,7 +136,8 @@ def main() -> int:
         help="where the receiver's store, its files and the logs go (default: data/)",
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         with local_stack(args.data_dir) as stack:
             print(describe(stack), flush=True)

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,17 @@ def read_banner(process: subprocess.Popen[str]) -> list[str]:
     raise AssertionError(f"the stack ended before running: {lines} {process.stderr}")
 
 
+def gone(marker: str, timeout: float = 30) -> bool:
+    """Whether every process carrying `marker` has exited (a dying parent's children take a
+    moment to follow it)."""
+    deadline = time.monotonic() + timeout
+    while marked(marker):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def parse_exports(lines: list[str]) -> dict[str, str]:
     """The `export NAME=value` lines, parsed as a shell would."""
     exports = {}
@@ -67,8 +79,9 @@ def stack(schema_file: Path, tmp_path: Path) -> Iterator[RunningStack]:
         yield RunningStack(process, marker, parse_exports(banner), banner)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=60)
+            process.terminate()
+        process.communicate(timeout=120)
+    assert gone(marker)
 
 
 def test_stack_prints_what_the_ship_scripts_need(stack: RunningStack) -> None:
@@ -118,3 +131,11 @@ def test_stack_stops_on_sigterm_too(stack: RunningStack) -> None:
     assert stack.process.returncode == 0
     assert "Traceback" not in err
     assert marked(stack.marker) == []
+
+
+def test_a_stack_killed_outright_takes_the_cog_server_with_it(stack: RunningStack) -> None:
+    # SIGKILL leaves no chance to clean up; the Cog server, in a process group of its own so a
+    # terminal's ^C goes only through us, must not run on without its parent.
+    os.killpg(stack.process.pid, signal.SIGKILL)
+    stack.process.wait(timeout=30)
+    assert gone(stack.marker)

@@ -1,0 +1,181 @@
+"""The receiver as deployed: behind Caddy on HTTPS, the stand-in delivering through it, and
+the client's address taken from the proxy's headers only when they come from the proxy."""
+
+from __future__ import annotations
+
+import ssl
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from replicate.client import Client
+
+from ship.local import ReceiverProcess, receiver_process, serve_in_thread
+from ship.standin import create_standin
+from ship.standin_state import StandIn
+from tests.commands import CLEAN_ENV
+from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
+from tests.proxy import Caddy, caddy_proxy
+from tests.receiving import READ_TOKEN, signed
+
+PROXY = "127.0.0.1"  # Caddy reaches the receiver from this address
+BROWSER = "127.0.0.3"  # a client of the proxy (Linux routes all of 127/8 to loopback)
+STRANGER = "127.0.0.2"  # a client that reaches the receiver directly
+BEARER = {"authorization": f"Bearer {READ_TOKEN}"}
+# The smallest version schema the stand-in validates inputs against.
+SCHEMA = {
+    "openapi": "3.0.2",
+    "components": {
+        "schemas": {
+            "Input": {
+                "type": "object",
+                "properties": {"texts": {"type": "array", "items": {"type": "string"}}},
+                "required": ["texts"],
+            }
+        }
+    },
+}
+
+
+@dataclass
+class Deployed:
+    receiver: ReceiverProcess
+    log: Path
+    caddy: Caddy
+
+
+def receiver_env(tmp: Path, **extra: str) -> dict[str, str]:
+    return {
+        **CLEAN_ENV,
+        "REPLICATE_WEBHOOK_SECRET": STANDIN_SECRET,
+        "RECEIVER_API_TOKEN": READ_TOKEN,
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp / 'receiver.db'}",
+        "RECEIVER_OUTPUT_DIR": str(tmp / "outputs"),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """A receiver process that trusts forwarded headers from Caddy's address, and Caddy."""
+    tmp = tmp_path_factory.mktemp("deployed")
+    log = tmp / "receiver.log"
+    env = receiver_env(tmp, RECEIVER_FORWARDED_ALLOW_IPS=PROXY)
+    with (
+        receiver_process(env, log) as receiver,
+        caddy_proxy(f"127.0.0.1:{receiver.port}", tmp / "caddy") as caddy,
+    ):
+        yield Deployed(receiver, log, caddy)
+
+
+def client_from(address: str, verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """An HTTP client whose connections come from `address`."""
+    transport = httpx.HTTPTransport(local_address=address, verify=verify)
+    return httpx.Client(transport=transport, timeout=30)
+
+
+def refused_line(log: Path, webhook_id: str) -> str:
+    """The receiver's log line about this refused delivery (written before it answered)."""
+    lines = [line for line in log.read_text().splitlines() if webhook_id in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def forged(base_url: str, client: httpx.Client, claimed: str) -> str:
+    """A delivery with a bad signature that claims to come from `claimed`; its webhook-id."""
+    webhook_id = f"msg_{uuid.uuid4().hex}"
+    raw, headers = signed({"id": "p", "status": "succeeded"}, webhook_id, key=b"k" * 32)
+    response = client.post(
+        f"{base_url}/webhooks/replicate",
+        content=raw,
+        headers={**headers, "x-forwarded-for": claimed},
+    )
+    assert response.status_code == 401
+    return webhook_id
+
+
+def test_behind_caddy_over_https_with_the_client_address_from_the_proxy(
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in's signed webhooks reach the receiver over HTTPS through Caddy, the read
+    API answers through it, and the receiver sees the proxy's client, not the proxy."""
+    caddy = deployed.caddy
+    # The sender verifies TLS as in production; here it trusts Caddy's local CA, as a
+    # client would trust Let's Encrypt's.
+    monkeypatch.setenv("SSL_CERT_FILE", str(caddy.root_cert))
+    state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
+    with serve_in_thread(create_standin(state)) as url:
+        state.base_url = url
+        replicate = Client(api_token=STANDIN_TOKEN, base_url=url)
+        version = state.add_version("local/embed", SCHEMA)
+        replicate.deployments.create(
+            name="embed",
+            model="local/embed",
+            version=version,
+            hardware="cpu",
+            min_instances=0,
+            max_instances=1,
+        )
+        prediction = replicate.deployments.predictions.create(
+            "local/embed",
+            input={"texts": ["a cat", "a kitten"]},
+            webhook=f"{caddy.url}/webhooks/replicate",
+            webhook_events_filter=["start", "completed"],
+        )
+        vectors = [[0.25] * 4, [0.5] * 4]
+        # The stand-in's model side, as Cog reports a prediction: started, then done.
+        for update in ({"status": "processing"}, {"status": "succeeded", "output": vectors}):
+            httpx.post(f"{url}/_cog/{prediction.id}", json=update, timeout=30).raise_for_status()
+
+        def delivered() -> set[str]:
+            return {
+                a.event
+                for a in state.attempts
+                if a.prediction_id == prediction.id and a.outcome == "200"
+            }
+
+        with state.changed:
+            assert state.changed.wait_for(lambda: delivered() == {"start", "completed"}, 30), [
+                vars(a) for a in state.attempts
+            ]
+
+    stored = httpx.get(
+        f"{caddy.url}/predictions/{prediction.id}",
+        headers=BEARER,
+        verify=caddy.tls(),
+        timeout=30,
+    )
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert (body["status"], body["output"], len(body["deliveries"])) == ("succeeded", vectors, 2)
+    # Real TLS: a client without Caddy's CA cannot connect.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{caddy.url}/healthz", trust_env=False, timeout=30)
+
+    # A forged delivery through Caddy is logged with its client's address: Caddy replaces
+    # the client's own X-Forwarded-For with the address it saw, and the receiver believes Caddy.
+    with client_from(BROWSER, verify=caddy.tls()) as browser:
+        through = forged(caddy.url, browser, claimed="203.0.113.7")
+    line = refused_line(deployed.log, through)
+    assert f"client {BROWSER})" in line
+    assert "signature verification failed" in line
+    assert "203.0.113.7" not in deployed.log.read_text()
+
+
+def test_a_forged_forwarded_header_from_elsewhere_is_not_believed(deployed: Deployed) -> None:
+    with client_from(STRANGER) as stranger:
+        direct = forged(deployed.receiver.url, stranger, claimed="203.0.113.8")
+    assert f"client {STRANGER})" in refused_line(deployed.log, direct)
+    assert "203.0.113.8" not in deployed.log.read_text()
+
+
+def test_by_default_no_forwarded_header_is_believed(tmp_path: Path) -> None:
+    """uvicorn's own default believes 127.0.0.1: any local process could claim any address."""
+    log = tmp_path / "receiver.log"
+    with receiver_process(receiver_env(tmp_path), log) as receiver, client_from(PROXY) as local:
+        webhook_id = forged(receiver.url, local, claimed="203.0.113.9")
+    assert f"client {PROXY})" in refused_line(log, webhook_id)
+    assert "203.0.113.9" not in log.read_text()
