@@ -59,7 +59,7 @@ demo: setup ## The whole loop offline: Cog server, stand-in for Replicate, recei
 stack: setup ## The offline loop in the foreground, for `make deploy smoke` in another shell
 	$(BIN)/python -m ship.stack
 
-test: setup test-services ## Run the tests (CPU, no Docker, no network)
+test: setup test-services ## Run the tests (CPU, no Docker; the tests need no network)
 	$(BIN)/python -m pytest
 
 test-services: ## Start PostgreSQL if it is down and install Caddy if missing (what tests use)
@@ -101,5 +101,6 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-clean: ## Remove the venv, caches, generated files and data/ (the demo's store); not weights/
-	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache .hypothesis data
+clean: ## Remove the venv, caches, generated files and data/local/ (demo, stack); not weights/
+	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		data/local

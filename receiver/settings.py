@@ -73,11 +73,13 @@ def check_trusted_proxy(entry: str) -> str:
     """An IP address or network; uvicorn would treat anything else as a literal name, and `*`
     would let any client claim any address."""
     try:
-        ipaddress.ip_network(entry)  # strict: 10.0.0.1/8 is refused, not widened
+        network = ipaddress.ip_network(entry)  # strict: 10.0.0.1/8 is refused, not widened
     except ValueError as exc:
         raise ValueError(
             f"entry {entry!r} is not an IP address or network: trust only your proxy's address"
         ) from exc
+    if network.prefixlen == 0:
+        raise ValueError(f"entry {entry!r} is every address: trust only your proxy's address")
     return entry
 
 

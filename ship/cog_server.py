@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,8 @@ from types import FrameType
 from typing import IO, Any
 
 import httpx
+
+from ship.processes import dying_with_parent
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = "predict.py:Runner"
@@ -39,19 +41,8 @@ SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
 ASYNC_SLOTS = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # fixed in coglet 0.23.1 (service.rs)
-# `python -m cog.server.http`, started so that it gets SIGTERM when the process that started it
-# dies (Linux's PR_SET_PDEATHSIG, kept across exec). It runs in its own process group, so a
-# parent killed outright (SIGKILL, a closed terminal) could not stop it and it would run on.
-_DIE_WITH_PARENT = """
-import ctypes, os, signal, sys
-prctl = getattr(ctypes.CDLL(None), "prctl", None)  # Linux only
-if prctl is not None:
-    prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before that call
-        sys.exit(1)
-os.execv(sys.executable, [sys.executable, "-m", "cog.server.http", *sys.argv[1:]])
-"""
-COG_SERVER = (sys.executable, "-c", _DIE_WITH_PARENT)
+_PREDICTION_ID = re.compile(r'"prediction_id":"([\w.-]+)"')  # coglet's log lines; never `/`
+COG_SERVER = (sys.executable, "-m", "cog.server.http")
 
 
 class CogServerError(Exception):
@@ -59,6 +50,7 @@ class CogServerError(Exception):
 
 
 def free_port() -> int:
+    """A loopback port nobody listens on now (the kernel's pick; free until someone binds it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -171,7 +163,7 @@ def cog_server(
         check_port("127.0.0.1", port)
     with scratch_dir() as tmp, log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*COG_SERVER, "--host", "127.0.0.1", *args],
+            dying_with_parent([*COG_SERVER, "--host", "127.0.0.1", *args]),
             cwd=cwd,
             env=server_env(port, runner, {"TMPDIR": tmp, **(env or {})}, cwd),
             stdout=log,
@@ -186,34 +178,25 @@ def cog_server(
             yield server
         finally:
             stop_group(process)
+            remove_prediction_dirs(prediction_ids(server.log()))
 
 
-@contextmanager
-def scratch_dir() -> Iterator[str]:
-    """The server's TMPDIR (the runner's npy outputs go there), removed once it has stopped,
-    with the folders coglet made meanwhile for its predictions."""
-    before = prediction_dirs()
-    try:
-        with tempfile.TemporaryDirectory(prefix="cog-server-") as tmp:
-            yield tmp
-    finally:
-        remove_prediction_dirs(before)
+def scratch_dir() -> tempfile.TemporaryDirectory[str]:
+    """The server's TMPDIR, removed once it has stopped: the runner's npy outputs go there."""
+    return tempfile.TemporaryDirectory(prefix="cog-server-")
 
 
-def prediction_dirs() -> set[str]:
-    try:
-        return {entry.name for entry in COGLET_PREDICTIONS.iterdir()}
-    except FileNotFoundError:
-        return set()
+def prediction_ids(log: str) -> set[str]:
+    """The predictions a server ran, from its log (one JSON object per line)."""
+    return set(_PREDICTION_ID.findall(log))
 
 
-def remove_prediction_dirs(before: set[str]) -> None:
+def remove_prediction_dirs(ids: Iterable[str]) -> None:
     """coglet keeps a folder per prediction (`inputs/`, `outputs/`: copies of file outputs,
     large outputs spilled to disk) under a path compiled into it, and never removes it. Once
-    our server has stopped, remove those made while it ran. Another server of ours may be up
-    meanwhile (a test module's), but it sits idle while a test starts and stops this one."""
-    for name in prediction_dirs() - before:
-        shutil.rmtree(COGLET_PREDICTIONS / name, ignore_errors=True)
+    our server has stopped, remove the folders of the predictions it ran, and no others."""
+    for prediction_id in ids:
+        shutil.rmtree(COGLET_PREDICTIONS / prediction_id, ignore_errors=True)
     for parent in (COGLET_PREDICTIONS, COGLET_PREDICTIONS.parent):
         with contextlib.suppress(OSError):
             parent.rmdir()  # only if nothing else is in it
@@ -221,18 +204,27 @@ def remove_prediction_dirs(before: set[str]) -> None:
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:
     """Stop the server and its worker: the whole process group, waited for until it is gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
+    _signal_group(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        _signal_group(process.pid, signal.SIGKILL)
         process.wait()
     deadline = time.monotonic() + 15
+    killed = False
     while _group_alive(process.pid):  # the worker outlives the server by a moment
         if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            if killed:
+                raise CogServerError(f"the Cog server's processes survived SIGKILL ({process.pid})")
+            _signal_group(process.pid, signal.SIGKILL)
+            killed = True
+            deadline = time.monotonic() + 15
         time.sleep(0.02)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(pgid, signum)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -255,6 +247,7 @@ class HeldOutput:
     def __init__(self, stream: IO[bytes], sink: IO[bytes]) -> None:
         self.sink = sink
         self.held: list[bytes] = []
+        self.prediction_ids: set[str] = set()  # to remove coglet's folders once it has stopped
         self.passing = False
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
@@ -262,6 +255,7 @@ class HeldOutput:
 
     def _pump(self, stream: IO[bytes]) -> None:
         for line in iter(stream.readline, b""):
+            self.prediction_ids.update(prediction_ids(line.decode(errors="replace")))
             with self.lock:
                 if self.passing:
                     self.sink.write(line)
@@ -305,7 +299,7 @@ def serve(host: str, port: int, ready_timeout: float) -> int:
     check_port(host, port)
     with scratch_dir() as tmp:
         process = subprocess.Popen(
-            [*COG_SERVER, "--host", host],
+            dying_with_parent([*COG_SERVER, "--host", host]),
             cwd=REPO,
             env=server_env(port, RUNNER, {"TMPDIR": tmp}, REPO),
             stdout=subprocess.PIPE,
@@ -336,6 +330,8 @@ def wait_on(process: subprocess.Popen[bytes], host: str, port: int, ready_timeou
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # a second ^C: finish stopping
         stop_group(process)
+        output.thread.join(timeout=5)
+        remove_prediction_dirs(output.prediction_ids)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """`make demo`: the whole loop, offline, on the receiver's embedded default store.
 
-Starts the Cog server (CPU), the stand-in for Replicate and the receiver (SQLite under ./data/);
+Starts the Cog server (CPU), the stand-in for Replicate and the receiver (SQLite in data/local/);
 deploys with the deploy script and checks the loop with the smoke script, exactly as `make
 deploy smoke` does against Replicate; makes a few more predictions (one with npy output, which
 the receiver fetches as a file, and one that fails); prints what the receiver collected; and
@@ -25,6 +25,7 @@ from replicate.client import Client
 from ship.api import TERMINAL
 from ship.cog_server import REPO, CogServerError
 from ship.local import clean_env
+from ship.processes import stop_on_signals
 from ship.smoke import TEXTS
 from ship.stack import DATA, DEPLOYMENT, StackError, local_stack
 
@@ -151,9 +152,10 @@ def main() -> int:
         "--data-dir",
         type=Path,
         default=DATA,
-        help="where the receiver's store, its files and the logs go (default: data/)",
+        help="where the receiver's store, its files and the logs go (default: data/local/)",
     )
     args = parser.parse_args()
+    stop_on_signals()
     try:
         with ExitStack() as stack:
             run(stack, args.data_dir)

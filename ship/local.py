@@ -22,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ship.cog_server import REPO, cog_server, free_port
+from ship.processes import dying_with_parent
 from ship.standin import create_standin
 from ship.standin_state import StandIn
 from ship.webhook_sender import RETRY_DELAYS
@@ -78,7 +79,9 @@ class ReceiverProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)],
+            dying_with_parent(
+                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)]
+            ),
             cwd=REPO,
             env=env,
             stdout=log,

@@ -12,22 +12,24 @@ import argparse
 import base64
 import secrets
 import shlex
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from typing import NoReturn
 
 import httpx
 
 from ship.cog_server import REPO, CogServerError
 from ship.local import MODEL, ReceiverProcess, clean_env, local_replicate, receiver_process
+from ship.processes import stop_on_signals
 from ship.standin_state import StandIn
 
 DEPLOYMENT = "local/embeddings"
-DATA = REPO / "data"
+# Apart from data/receiver.db, a receiver's default store (`make receiver`): `make clean`
+# removes this folder, never that one.
+DATA = REPO / "data" / "local"
 
 
 class StackError(Exception):
@@ -60,29 +62,28 @@ class LocalStack:
         }
 
     def store(self) -> Path:
-        """The receiver's SQLite file: the receiver's own default under `data/`."""
+        """The receiver's SQLite file."""
         return self.data_dir / "receiver.db"
 
     def exports(self) -> str:
+        """`export` lines for another shell, quoted as a shell reads them."""
         return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in self.ship_env().items())
 
 
 def receiver_env(
     standin: StandIn, api_token: str, read_token: str, data_dir: Path
 ) -> dict[str, str]:
-    """The receiver's settings. The default `data/` is the receiver's own default store."""
-    env = {
+    """The receiver's settings: its embedded SQLite store and its files under `data_dir`."""
+    return {
         **clean_env(),
         "REPLICATE_API_TOKEN": api_token,  # it fetches the webhook secret from the API at start
         "REPLICATE_BASE_URL": standin.base_url,
         "RECEIVER_API_TOKEN": read_token,
         "RECEIVER_DOWNLOAD_HOSTS": standin.base_url,  # file outputs are served by the stand-in
         "RECEIVER_WORKER_POLL_SECONDS": "0.2",
+        "RECEIVER_DATABASE_URL": f"sqlite:///{data_dir.resolve() / 'receiver.db'}",
+        "RECEIVER_OUTPUT_DIR": str(data_dir.resolve() / "outputs"),
     }
-    if data_dir.resolve() != DATA.resolve():
-        env["RECEIVER_DATABASE_URL"] = f"sqlite:///{data_dir.resolve() / 'receiver.db'}"
-        env["RECEIVER_OUTPUT_DIR"] = str(data_dir.resolve() / "outputs")
-    return env
 
 
 @contextmanager
@@ -104,6 +105,7 @@ def local_stack(data_dir: Path = DATA) -> Iterator[LocalStack]:
 
 
 def describe(stack: LocalStack) -> str:
+    """What `make stack` prints once everything is up: where each part is, how to use it."""
     return "\n".join(
         [
             f"stack: Cog server        {stack.standin.cog_url}",
@@ -117,11 +119,7 @@ def describe(stack: LocalStack) -> str:
     )
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # `kill` or a closed terminal stops the stack as Ctrl-C does
-
-
-def run_until_stopped(stack: LocalStack) -> None:
+def run_until_stopped(stack: LocalStack) -> NoReturn:
     """Block until Ctrl-C or SIGTERM; a receiver that dies on its own is an error."""
     returncode = stack.receiver.process.wait()
     raise StackError(f"the receiver exited with {returncode}; see {stack.data_dir / 'logs'}")
@@ -133,11 +131,10 @@ def main() -> int:
         "--data-dir",
         type=Path,
         default=DATA,
-        help="where the receiver's store, its files and the logs go (default: data/)",
+        help="where the receiver's store, its files and the logs go (default: data/local/)",
     )
     args = parser.parse_args()
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop)
+    stop_on_signals()
     try:
         with local_stack(args.data_dir) as stack:
             print(describe(stack), flush=True)

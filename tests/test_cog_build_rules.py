@@ -71,20 +71,25 @@ def wheel_cuda(metadata: str) -> str:
 
 
 def build_problem(torch: str, cuda: str | None, wheel: str) -> str | None:
-    """Why `cog build` (gpu: true) would refuse or mis-build this pair, or None."""
+    """Why `cog build` (gpu: true) would refuse or mis-build this pair, or None.
+
+    Cog's own refusals: an unknown torch without build.cuda, a CUDA below its minimum, a CUDA
+    with no base image. Ours, stricter than Cog (which only warns once build.cuda is set): the
+    line is major.minor, appears in Cog's torch table, and is the line of the pinned wheel.
+    """
     if cuda is None:
-        if not cudas_for_torch(torch):
+        if not cudas_for_torch(torch):  # Cog
             return f"cog doesn't know what CUDA version is compatible with torch=={torch}"
         return None
-    if not re.fullmatch(r"\d+\.\d+", cuda):
+    if not re.fullmatch(r"\d+\.\d+", cuda):  # ours
         return f"build.cuda {cuda!r} must be major.minor, as the torch wheel's line"
-    if int(cuda.split(".")[0]) < MIN_CUDA_MAJOR:
+    if int(cuda.split(".")[0]) < MIN_CUDA_MAJOR:  # Cog
         return f"minimum supported CUDA version is {MIN_CUDA_MAJOR}"
-    if cuda not in {row["CUDA"] for row in TORCH_TABLE}:
+    if cuda not in {row["CUDA"] for row in TORCH_TABLE}:  # ours
         return f"CUDA {cuda} is in no row of Cog's torch table"
-    if base_image(cuda) is None:
+    if base_image(cuda) is None:  # Cog
         return f"CUDA {cuda} is not supported by Cog (no base image)"
-    if cuda != wheel:
+    if cuda != wheel:  # ours: Cog would build it on a CUDA that is not the one torch runs on
         return f"build.cuda {cuda} is not the line torch=={torch} is built for ({wheel})"
     return None
 

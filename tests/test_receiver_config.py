@@ -124,6 +124,15 @@ def test_only_addresses_may_be_trusted_for_forwarded_headers(entry: str, tmp_pat
     assert flag.startswith(f"receiver: invalid --forwarded-allow-ips: entry {entry!r}")
 
 
+@pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0"])
+def test_trusting_every_address_is_refused(entry: str, tmp_path: Path) -> None:
+    line = serve(tmp_path, RECEIVER_FORWARDED_ALLOW_IPS=entry)
+    assert line == (
+        f"receiver: invalid setting RECEIVER_FORWARDED_ALLOW_IPS: entry {entry!r} is every "
+        "address: trust only your proxy's address"
+    )
+
+
 def test_an_empty_variable_counts_as_unset() -> None:
     """compose's `${REPLICATE_API_TOKEN:-}` must not become an empty token."""
     line = one_line(run_cli("secret", REPLICATE_API_TOKEN=""))

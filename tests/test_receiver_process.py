@@ -226,8 +226,7 @@ def test_two_processes_on_postgresql_apply_each_delivery_once(started: Any, tmp_
 
 
 def wait_for_downloads(url: str, expected: int, timeout: float = 60) -> None:
-    import time
-
+    """Poll the store (another process writes it) until `expected` files are done."""
     engine = make_engine(url)
     deadline = time.monotonic() + timeout
     try:

@@ -133,9 +133,9 @@ def test_stack_stops_on_sigterm_too(stack: RunningStack) -> None:
     assert marked(stack.marker) == []
 
 
-def test_a_stack_killed_outright_takes_the_cog_server_with_it(stack: RunningStack) -> None:
-    # SIGKILL leaves no chance to clean up; the Cog server, in a process group of its own so a
-    # terminal's ^C goes only through us, must not run on without its parent.
-    os.killpg(stack.process.pid, signal.SIGKILL)
+def test_a_stack_killed_outright_takes_its_servers_with_it(stack: RunningStack) -> None:
+    # SIGKILL to the stack alone leaves it no chance to clean up: the Cog server (in a process
+    # group of its own) and the receiver must not run on without it.
+    os.kill(stack.process.pid, signal.SIGKILL)
     stack.process.wait(timeout=30)
     assert gone(stack.marker)
