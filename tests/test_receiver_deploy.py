@@ -167,7 +167,8 @@ def test_caddy_proxies_the_public_name_to_the_receiver_service(
     assert "receiver" in compose["services"]
     # /metrics is answered by Caddy itself, not proxied.
     assert {"handler": "static_response", "status_code": 404} in list(handlers(route))
-    assert "/metrics" in json.dumps(route)
+    for inside in ("/metrics", "/docs", "/openapi.json"):
+        assert f'"{inside}"' in json.dumps(route)
     caddy = compose["services"]["caddy"]
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert "RECEIVER_DOMAIN" in caddy["environment"]
@@ -187,6 +188,10 @@ def test_forwarded_headers_are_trusted_from_caddy_only(compose: dict[str, Any]) 
     # Only Caddy is published: nobody else can reach the receiver or forge its headers.
     assert "ports" not in receiver
     assert "ports" not in services["postgres"]
+    # Should the receiver be broken into, it can write only its volume and gains nothing.
+    assert receiver["read_only"] is True
+    assert receiver["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in receiver["security_opt"]
 
 
 def test_data_and_database_are_on_named_volumes(
