@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets as random_source
+import socket
 import sys
 import tempfile
 import time
@@ -84,6 +85,19 @@ def check_output_dir(path: Path) -> None:
         fail(f"invalid setting RECEIVER_OUTPUT_DIR: {str(path)!r} is not writable ({exc.strerror})")
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken before opening the store: uvicorn would say it in the
+    middle of its start-up lines and exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.create_server((host, port), family=family):
+            pass  # binds as uvicorn will (SO_REUSEADDR: a port in TIME_WAIT is free)
+    except (OSError, OverflowError) as exc:
+        errno = exc.errno if isinstance(exc, OSError) else None
+        reason = os.strerror(errno) if errno else str(exc)  # without create_server's addendum
+        fail(f"cannot listen on {host}:{port}: {reason}")
+
+
 def masked(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -119,6 +133,7 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
             fail(f"invalid --forwarded-allow-ips: {reason}")
     signing = keys(settings)
     check_output_dir(settings.receiver_output_dir)
+    check_port(host, port)
     try:
         store, workers = build(settings)
     except (SQLAlchemyError, OSError, CommandError) as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -164,3 +165,20 @@ def test_the_readme_documents_every_setting() -> None:
     documented = set(re.findall(r"^\| `([A-Z_]+)`(?:, `([A-Z_]+)`)?", readme, re.MULTILINE))
     names = {name for row in documented for name in row if name}
     assert {field.upper() for field in Settings.model_fields} <= names
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve",
+            "--port",
+            str(port),
+            REPLICATE_WEBHOOK_SECRET=SECRET,
+            RECEIVER_DATABASE_URL=f"sqlite:///{tmp_path / 'r.db'}",
+            RECEIVER_OUTPUT_DIR=str(tmp_path / "out"),
+        )
+    assert (
+        one_line(result) == f"receiver: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert not (tmp_path / "r.db").exists()  # refused before the store was opened
