@@ -68,7 +68,8 @@ def stack(schema_file: Path, tmp_path: Path) -> Iterator[RunningStack]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ship.stack", "--data-dir", str(tmp_path)],
         cwd=REPO,
-        env={**CLEAN_ENV, "STACK_TEST_MARKER": marker},
+        # TMPDIR: the Cog server's scratch folder, which a stack killed outright cannot remove.
+        env={**CLEAN_ENV, "STACK_TEST_MARKER": marker, "TMPDIR": str(tmp_path)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
