@@ -50,14 +50,14 @@ weights: $(STAMP) ## Fill weights/ and verify every checksum (WEIGHTS_URL=... to
 
 schema: $(SCHEMA) ## Write .cog/openapi_schema.json from predict.py, as cog build does
 
-$(SCHEMA): predict.py cog.yaml ship/cog_schema.py $(STAMP)
-	$(BIN)/python -m ship.cog_schema
+$(SCHEMA): predict.py cog.yaml localcog/schema.py $(STAMP)
+	$(BIN)/python -m localcog.schema
 
 demo: setup ## The whole loop offline: Cog server, stand-in for Replicate, receiver, deploy, smoke
-	$(BIN)/python -m ship.demo
+	$(BIN)/python -m standin.demo
 
 stack: setup ## The offline loop in the foreground, for `make deploy smoke` in another shell
-	$(BIN)/python -m ship.stack
+	$(BIN)/python -m standin.stack
 
 test: setup test-services ## Run the tests (CPU, no Docker; the tests need no network)
 	$(BIN)/python -m pytest
@@ -66,7 +66,7 @@ test-services: ## Start PostgreSQL if it is down and install Caddy if missing (w
 	@./scripts/test-services.sh
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
-	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m ship.cog_server --port $(PORT)
+	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m localcog.server --port $(PORT)
 
 receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (settings: README)
 	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)

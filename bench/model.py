@@ -26,7 +26,8 @@ from bench.corpus import mixed_texts
 from embedder.engine import Embedder, load_tokenizer
 from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import package_dir
-from ship.cog_server import REPO, cog_server
+from localcog import REPO
+from localcog.server import cog_server
 
 PEAK_BF16_FLOPS = 800e12  # the H100/H200 dense bf16 figure the issue names
 BOOT_TIMEOUT = 300

@@ -23,10 +23,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from localcog import REPO
+from localcog.loopback import free_port
 from receiver.db import make_engine
 from receiver.signature import decode_secret, sign
 from receiver.tables import deliveries
-from ship.cog_server import REPO, free_port
 from tests.receiving import postgres_database
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

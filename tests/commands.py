@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ship.cog_server import REPO
-from ship.local import clean_env
+from localcog import REPO
+from standin.local import clean_env
 
 CLEAN_ENV = clean_env()
 

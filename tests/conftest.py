@@ -15,8 +15,9 @@ import torch
 
 from embedder.engine import Embedder
 from embedder.weights import package_dir
-from ship import cog_schema
-from ship.cog_server import REPO, CogServer, cog_server
+from localcog import REPO
+from localcog import schema as cog_schema
+from localcog.server import CogServer, cog_server
 
 WEIGHTS = REPO / "weights"
 
@@ -179,7 +180,7 @@ def receiver(receiver_settings: Any) -> Iterator[Any]:
     from receiver.app import create_app
     from receiver.runtime import open_store
     from receiver.settings import signing_keys
-    from ship.local import serve_in_thread
+    from standin.local import serve_in_thread
     from tests.receiving import Clock
 
     store = open_store(receiver_settings)
@@ -197,9 +198,9 @@ STANDIN_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 @pytest.fixture
 def standin() -> Iterator[Any]:
     """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
-    from ship.local import serve_in_thread
-    from ship.standin import create_standin
-    from ship.standin_state import StandIn
+    from standin.app import create_standin
+    from standin.local import serve_in_thread
+    from standin.state import StandIn
 
     state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
     with serve_in_thread(create_standin(state)) as url:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from ship.cog_server import free_port
+from localcog.loopback import free_port
 
 INSTALL_HINT = "caddy is not installed: run `make test-services` (or `apt-get install -y caddy`)"
 

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from embedder.engine import MAX_TOKENS
+from localcog import REPO
 from predict import MAX_TEXTS, MAX_TOTAL_BYTES
-from ship.cog_server import REPO
 
 DATA = Path(__file__).parent / "data"
 TORCH_TABLE: list[dict[str, Any]] = json.loads((DATA / "cog_torch_compatibility.json").read_text())

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from ship.cog_server import REPO
+from localcog import REPO
 from tests.commands import CLEAN_ENV
 
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from ship.cog_server import REPO
+from localcog import REPO
 
 DATA = Path(__file__).parent / "data"
 
@@ -83,7 +83,7 @@ def test_dockerignore_keeps_non_model_parts_out_of_the_image() -> None:
     out = [
         "receiver/app.py",
         "tests/test_server.py",
-        "ship/demo.py",
+        "standin/demo.py",
         "bench/model.py",
         ".venv/bin/python",
         ".git/HEAD",

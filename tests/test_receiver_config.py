@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from localcog import REPO
 from receiver.settings import Settings
 from receiver.signature import decode_secret
-from ship.cog_server import REPO
-from ship.local import receiver_process
+from standin.local import receiver_process
 from tests.commands import CLEAN_ENV, run_module
 from tests.receiving import SECRET
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from localcog import REPO
 from receiver.settings import Settings, check_database_url
-from ship.cog_server import REPO
-from ship.local import receiver_process
+from standin.local import receiver_process
 from tests.commands import CLEAN_ENV
 from tests.proxy import caddy_binary, caddy_proxy
 from tests.receiving import READ_TOKEN, SECRET

@@ -22,7 +22,7 @@ from receiver.db import make_engine
 from receiver.refusals import LINES_PER_WINDOW as LINES
 from receiver.refusals import RefusalLog
 from receiver.tables import deliveries, files, predictions
-from ship.local import ReceiverProcess, receiver_process
+from standin.local import ReceiverProcess, receiver_process
 from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.receiving import SECRET, prediction, signed

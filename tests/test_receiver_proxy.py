@@ -13,9 +13,10 @@ import httpx
 import pytest
 from replicate.client import Client
 
-from ship.local import ReceiverProcess, receiver_process, serve_in_thread
-from ship.standin import create_standin
-from ship.standin_state import StandIn
+from localcog.loopback import serve_in_thread
+from standin.app import create_standin
+from standin.local import ReceiverProcess, receiver_process
+from standin.state import StandIn
 from tests.commands import CLEAN_ENV
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.proxy import Caddy, caddy_proxy

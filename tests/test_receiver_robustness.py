@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from localcog.loopback import serve_in_thread
 from receiver.app import create_app
 from receiver.db import make_engine
 from receiver.settings import Settings, signing_keys
 from receiver.store import Store
-from ship.local import serve_in_thread
 from tests.receiving import SECRET, prediction, signed
 
 Receiver = tuple[str, Any, Any]

@@ -23,15 +23,10 @@ import httpx
 import numpy as np
 import pytest
 
+from localcog import REPO
+from localcog.loopback import free_port
+from localcog.server import COGLET_PREDICTIONS, CogServer, CogServerError, cog_server
 from predict import KEEP_OUTPUTS, MAX_TEXTS, MAX_TOTAL_BYTES, Runner
-from ship.cog_server import (
-    COGLET_PREDICTIONS,
-    REPO,
-    CogServer,
-    CogServerError,
-    cog_server,
-    free_port,
-)
 from tests.commands import CLEAN_ENV, marked
 from tests.conftest import VARIED_TEXTS, WEIGHTS, WebhookSink
 from tests.test_engine import cosines
@@ -287,14 +282,14 @@ def test_cog_server_on_a_busy_port_says_so(busy_port: int, tmp_path: Path) -> No
 def serve(
     port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False
 ) -> tuple[int, str, str]:
-    """`python -m ship.cog_server` as `make serve` runs it: its exit code, stdout and stderr.
+    """`python -m localcog.server` as `make serve` runs it: its exit code, stdout and stderr.
 
     With `interrupt`, it gets SIGINT (a terminal's Ctrl-C) once it says it is ready."""
     marker = uuid.uuid4().hex
     stdout = tmp_path / "serve.out"
     with stdout.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ship.cog_server", "--port", str(port)],
+            [sys.executable, "-m", "localcog.server", "--port", str(port)],
             cwd=REPO,
             env={**CLEAN_ENV, **env, "SERVE_TEST_MARKER": marker},
             stdout=out,

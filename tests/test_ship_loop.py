@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from replicate.client import Client
 
-from ship.cog_server import REPO, free_port
-from ship.local import MODEL, ReceiverProcess, local_replicate, receiver_process
-from ship.standin_state import StandIn
+from localcog import REPO
+from localcog.loopback import free_port
+from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
+from standin.state import StandIn
 from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.openapi_contract import validate

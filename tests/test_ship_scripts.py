@@ -13,8 +13,8 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 from ship.api import ShipError, raw_prediction, with_backoff
-from ship.local import MODEL, SCHEMA
 from ship.push import pushed_version
+from standin.local import MODEL, SCHEMA
 from tests.commands import run_module
 from tests.conftest import STANDIN_TOKEN
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ship.cog_server import REPO
+from localcog import REPO
 from tests.commands import CLEAN_ENV, marked
 
 
@@ -66,7 +66,7 @@ def parse_exports(lines: list[str]) -> dict[str, str]:
 def stack(schema_file: Path, tmp_path: Path) -> Iterator[RunningStack]:
     marker = uuid.uuid4().hex
     process = subprocess.Popen(
-        [sys.executable, "-m", "ship.stack", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "standin.stack", "--data-dir", str(tmp_path)],
         cwd=REPO,
         # TMPDIR: the Cog server's scratch folder, which a stack killed outright cannot remove.
         env={**CLEAN_ENV, "STACK_TEST_MARKER": marker, "TMPDIR": str(tmp_path)},

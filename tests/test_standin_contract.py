@@ -9,7 +9,7 @@ import httpx
 import jsonschema
 import pytest
 
-from ship.local import MODEL, SCHEMA
+from standin.local import MODEL, SCHEMA
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN, WebhookSink
 from tests.openapi_contract import validate
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ship import cog_schema
-from ship.cog_server import REPO
+from localcog import REPO
+from localcog import schema as cog_schema
 from tests.commands import marked
 
 
@@ -64,7 +64,7 @@ def test_make_help_lists_every_target() -> None:
 
 def demo(marker: str, data_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ship.demo", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "standin.demo", "--data-dir", str(data_dir)],
         cwd=REPO,
         env={**os.environ, "DEMO_TEST_MARKER": marker},
         stdout=subprocess.PIPE,
@@ -165,7 +165,7 @@ def test_demo_failing_to_start_says_why_and_stops_what_it_started(
 ) -> None:
     marker = uuid.uuid4().hex
     process = subprocess.Popen(
-        [sys.executable, "-m", "ship.demo", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "standin.demo", "--data-dir", str(tmp_path)],
         cwd=REPO,
         env={**os.environ, "DEMO_TEST_MARKER": marker, "WEIGHTS_DIR": "/nonexistent/weights"},
         stdout=subprocess.PIPE,

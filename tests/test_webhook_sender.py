@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from receiver.signature import decode_secret, verify
-from ship.webhook_sender import EVENTS, Attempt, WebhookSender
+from standin.webhooks import EVENTS, Attempt, WebhookSender
 from tests.conftest import STANDIN_SECRET, WebhookSink
 
 STATE = {"id": "p1", "status": "succeeded", "output": [[0.5]], "completed_at": None}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from embedder.weights import WeightsError, fill, read_manifest, verify
-from ship.cog_server import REPO
+from localcog import REPO
 from tests.conftest import WEIGHTS
 
 

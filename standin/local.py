@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,14 +17,14 @@ from pathlib import Path
 from typing import IO
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
-from ship.cog_server import REPO, cog_server, free_port
-from ship.processes import dying_with_parent
-from ship.standin import create_standin
-from ship.standin_state import StandIn
-from ship.webhook_sender import RETRY_DELAYS
+from localcog import REPO
+from localcog.loopback import free_port, serve_in_thread
+from localcog.processes import dying_with_parent
+from localcog.server import cog_server
+from standin.app import create_standin
+from standin.state import StandIn
+from standin.webhooks import RETRY_DELAYS
 
 MODEL = "local/all-minilm-l6-v2"
 SCHEMA = REPO / ".cog" / "openapi_schema.json"
@@ -34,25 +33,6 @@ SCHEMA = REPO / ".cog" / "openapi_schema.json"
 def clean_env() -> dict[str, str]:
     """This shell's environment without settings meant for Replicate or a real receiver."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("REPLICATE_", "RECEIVER_"))}
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI, port: int | None = None) -> Iterator[str]:
-    """Serve `app` with uvicorn on a loopback port in a thread; yield its base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @contextmanager

@@ -22,12 +22,13 @@ from typing import Any, TypeVar
 import httpx
 from replicate.client import Client
 
+from localcog import REPO
+from localcog.processes import stop_on_signals
+from localcog.server import CogServerError
 from ship.api import TERMINAL
-from ship.cog_server import REPO, CogServerError
-from ship.local import clean_env
-from ship.processes import stop_on_signals
 from ship.smoke import TEXTS
-from ship.stack import DATA, DEPLOYMENT, StackError, local_stack
+from standin.local import clean_env
+from standin.stack import DATA, DEPLOYMENT, StackError, local_stack
 
 T = TypeVar("T")
 MORE_INPUTS: list[dict[str, Any]] = [
@@ -147,7 +148,7 @@ def run(stack: ExitStack, data_dir: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m ship.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m standin.demo", description=__doc__)
     parser.add_argument(
         "--data-dir",
         type=Path,

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from ship.standin_state import TERMINAL, StandIn, now_iso, seconds_between
-from ship.webhook_sender import EVENTS, WebhookSender
+from standin.state import TERMINAL, StandIn, now_iso, seconds_between
+from standin.webhooks import EVENTS, WebhookSender
 
 
 class Runner:

@@ -29,9 +29,10 @@ from typing import IO, Any
 
 import httpx
 
-from ship.processes import dying_with_parent
+from localcog import REPO
+from localcog.loopback import free_port
+from localcog.processes import dying_with_parent
 
-REPO = Path(__file__).resolve().parent.parent
 RUNNER = "predict.py:Runner"
 SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
 # Slots of a runner whose run() is async (coglet refuses more than one for a sync run()).
@@ -47,14 +48,6 @@ COG_SERVER = (sys.executable, "-m", "cog.server.http")
 
 class CogServerError(Exception):
     """The server cannot start, exited, or did not settle in time."""
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the kernel's pick; free until someone binds it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def check_port(host: str, port: int) -> None:
@@ -336,7 +329,7 @@ def wait_on(process: subprocess.Popen[bytes], host: str, port: int, ready_timeou
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`make serve`: Cog's server in the foreground, until Ctrl-C; a failed start is one line."""
-    parser = argparse.ArgumentParser(prog="python -m ship.cog_server", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m localcog.server", description=main.__doc__)
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--ready-timeout", type=float, default=180, help="seconds for setup")

@@ -4,7 +4,7 @@ Replicate cannot be reached from CI, so `make demo` and the tests point the real
 client at this server (REPLICATE_BASE_URL). It keeps models and versions, deployments and
 predictions; it runs predictions on a local Cog server (`python -m cog.server.http`), one at a
 time, as a deployment with one instance would; and it sends webhooks as Replicate does (see
-ship/webhook_sender.py). Responses follow Replicate's OpenAPI schema: tests/test_standin_*.py
+standin/webhooks.py). Responses follow Replicate's OpenAPI schema: tests/test_standin_*.py
 check them against tests/data/replicate_openapi.json.
 
 Cog talks back on routes Replicate does not have, outside /v1 and without the API token:
@@ -28,9 +28,9 @@ import jsonschema
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from ship.standin_runner import Runner
-from ship.standin_state import ProblemError, StandIn, not_found, now_iso
-from ship.webhook_sender import EVENTS, Attempt, WebhookSender
+from standin.runner import Runner
+from standin.state import ProblemError, StandIn, not_found, now_iso
+from standin.webhooks import EVENTS, Attempt, WebhookSender
 
 PREDICTION_FIELDS = {"input", "stream", "webhook", "webhook_events_filter"}
 DEPLOYMENT_LIMITS = {"min_instances": (0, 5), "max_instances": (0, 20)}

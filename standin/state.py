@@ -1,6 +1,6 @@
 """What the stand-in for Replicate knows: models, versions, deployments, predictions, files.
 
-Shared by its HTTP routes (ship/standin.py) and its runner (ship/standin_runner.py).
+Shared by its HTTP routes (standin/app.py) and its runner (standin/runner.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ship.webhook_sender import RETRY_DELAYS, Attempt
+from standin.webhooks import RETRY_DELAYS, Attempt
 
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 

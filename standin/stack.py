@@ -21,10 +21,11 @@ from typing import NoReturn
 
 import httpx
 
-from ship.cog_server import REPO, CogServerError
-from ship.local import MODEL, ReceiverProcess, clean_env, local_replicate, receiver_process
-from ship.processes import stop_on_signals
-from ship.standin_state import StandIn
+from localcog import REPO
+from localcog.processes import stop_on_signals
+from localcog.server import CogServerError
+from standin.local import MODEL, ReceiverProcess, clean_env, local_replicate, receiver_process
+from standin.state import StandIn
 
 DEPLOYMENT = "local/embeddings"
 # Apart from data/receiver.db, a receiver's default store (`make receiver`): `make clean`
@@ -126,7 +127,7 @@ def run_until_stopped(stack: LocalStack) -> NoReturn:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m ship.stack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m standin.stack", description=__doc__)
     parser.add_argument(
         "--data-dir",
         type=Path,
