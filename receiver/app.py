@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver import state
+from receiver import rules
 from receiver.metrics import Metrics
 from receiver.refusals import RefusalLog
 from receiver.settings import Settings
@@ -64,7 +64,7 @@ def _payload(body: bytes) -> dict[str, Any]:
         payload: dict[str, Any] = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RefusedError(400, "body is not JSON") from exc
-    if reason := state.problem(payload):
+    if reason := rules.problem(payload):
         raise RefusedError(400, reason)
     return payload
 

@@ -21,8 +21,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
+from receiver.rules import host_allowed
 from receiver.settings import Settings
-from receiver.state import host_allowed
 from receiver.store import Job, Store
 
 LEASE_SECONDS = 600.0

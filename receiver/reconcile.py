@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from receiver import state
+from receiver import rules
 from receiver.settings import Settings
 from receiver.store import Store
 
@@ -44,7 +44,7 @@ class Reconciler:
             except Exception as exc:  # one failed lookup must not stop the others
                 log.warning("reconcile %s: %s", prediction_id, exc)
             else:
-                if body.get("id") == prediction_id and state.problem(body) is None:
+                if body.get("id") == prediction_id and rules.problem(body) is None:
                     status = str(body.get("status", ""))
                     delivery = f"reconcile:{status}:{prediction_id}"[:255]
                     self.store.record(delivery, body, self.clock(), source="reconcile")

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from receiver import state
+from receiver import rules
 from receiver.tables import deliveries, files, predictions
 
 Outcome = Literal["accepted", "duplicate"]
@@ -27,7 +27,7 @@ class Delivery:
 
     webhook_id: str
     body: dict[str, Any]
-    now: float
+    received_at: float
     source: str = "webhook"
     raw: bytes | None = None  # the body's exact JSON bytes, when it came over HTTP
 
@@ -44,7 +44,7 @@ class Delivery:
             "prediction_id": self.prediction_id,
             "status": self.body.get("status", ""),
             "source": self.source,
-            "received_at": self.now,
+            "received_at": self.received_at,
         }
 
 
@@ -124,7 +124,7 @@ class Store:
         # Rows are claimed in id order, so two processes never wait on each other in a cycle.
         seen: dict[str, float] = {}
         for d in applied:
-            seen.setdefault(d.prediction_id, d.now)
+            seen.setdefault(d.prediction_id, d.received_at)
         placeholders = [
             {
                 "id": pid,
@@ -141,8 +141,8 @@ class Store:
         after = {pid: current for pid, (current, _) in before.items()}
         latest: dict[str, float] = {}
         for d in applied:
-            after[d.prediction_id] = state.merge(after[d.prediction_id], d.body)
-            latest[d.prediction_id] = d.now
+            after[d.prediction_id] = rules.merge(after[d.prediction_id], d.body)
+            latest[d.prediction_id] = d.received_at
         # merge() hands back the current dict when nothing changes, or the incoming one when
         # it becomes the state: identity tells both, without comparing large outputs.
         origin = {d.prediction_id: d for d in applied if after[d.prediction_id] is d.body}
@@ -154,7 +154,7 @@ class Store:
                     {
                         "id": pid,
                         "status": after[pid].get("status", ""),
-                        "terminal": state.is_terminal(after[pid]),
+                        "terminal": rules.is_terminal(after[pid]),
                         "body": origin[pid].text() if pid in origin else _dumps(after[pid]),
                         "created_at": seen[pid],
                         "updated_at": latest[pid],
@@ -165,7 +165,7 @@ class Store:
         jobs = [
             job
             for pid in changed
-            if state.is_terminal(after[pid]) and not before[pid][1]
+            if rules.is_terminal(after[pid]) and not before[pid][1]
             for job in self._file_jobs(pid, after[pid].get("output"), latest[pid])
         ]
         if jobs:
@@ -173,8 +173,8 @@ class Store:
 
     def _file_jobs(self, prediction_id: str, output: object, now: float) -> list[dict[str, Any]]:
         jobs = []
-        for n, url in enumerate(state.output_files(output)):
-            allowed = state.host_allowed(url, self.download_hosts)
+        for n, url in enumerate(rules.output_files(output)):
+            allowed = rules.host_allowed(url, self.download_hosts)
             jobs.append(
                 {
                     "prediction_id": prediction_id,

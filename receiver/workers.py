@@ -10,23 +10,20 @@ log = logging.getLogger("receiver")
 
 
 class Periodic:
-    """Call `step` while it finds work; when it finds none, wait `interval` (or a wake-up)."""
+    """Call `step` while it finds work; when it finds none, wait `interval` (or the stop)."""
 
     def __init__(self, name: str, step: Callable[[], bool], interval: float) -> None:
-        self.name, self.step, self.interval = name, step, interval
+        self.name = name
+        self.step = step
+        self.interval = interval
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
@@ -37,5 +34,4 @@ class Periodic:
                 log.exception("%s step failed", self.name)
                 busy = False
             if not busy:
-                self._wake.wait(self.interval)
-                self._wake.clear()
+                self._stop.wait(self.interval)

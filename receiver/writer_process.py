@@ -45,7 +45,7 @@ def frame(payload: bytes) -> bytes:
 
 
 def delivery_frame(seq: int, delivery: Delivery) -> bytes:
-    head = orjson.dumps([seq, delivery.webhook_id, delivery.now, delivery.source])
+    head = orjson.dumps([seq, delivery.webhook_id, delivery.received_at, delivery.source])
     return frame(head + b"\n" + delivery.text().encode())
 
 

@@ -28,8 +28,8 @@ import jsonschema
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from standin.runner import Runner
-from standin.state import ProblemError, StandIn, not_found, now_iso
+from standin.dispatch import Dispatcher
+from standin.memory import ProblemError, StandIn, not_found, now_iso
 from standin.webhooks import EVENTS, Attempt, WebhookSender
 
 PREDICTION_FIELDS = {"input", "stream", "webhook", "webhook_events_filter"}
@@ -80,7 +80,7 @@ def _check_prediction_request(body: Any, version: dict[str, Any]) -> None:
 
 
 def create_standin(standin: StandIn) -> FastAPI:
-    runner_box: dict[str, Runner] = {}
+    runner_box: dict[str, Dispatcher] = {}
 
     def record(attempt: Attempt) -> None:
         standin.attempts.append(attempt)
@@ -89,7 +89,7 @@ def create_standin(standin: StandIn) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         sender = WebhookSender(standin.secret, lambda pid: standin.predictions[pid], record)
-        runner = runner_box["runner"] = Runner(standin, sender)
+        runner = runner_box["runner"] = Dispatcher(standin, sender)
         standin.loop, standin.apply_held = asyncio.get_running_loop(), runner.release
         task = asyncio.create_task(runner.run())
         yield

@@ -21,13 +21,14 @@ import httpx
 from localcog import REPO
 from localcog.loopback import free_port, serve_in_thread
 from localcog.processes import dying_with_parent
+from localcog.schema import SCHEMA_PATH
 from localcog.server import cog_server
 from standin.app import create_standin
-from standin.state import StandIn
+from standin.memory import StandIn
 from standin.webhooks import RETRY_DELAYS
 
 MODEL = "local/all-minilm-l6-v2"
-SCHEMA = REPO / ".cog" / "openapi_schema.json"
+SCHEMA = REPO / SCHEMA_PATH
 
 
 def clean_env() -> dict[str, str]:

@@ -25,7 +25,7 @@ from localcog import REPO
 from localcog.processes import stop_on_signals
 from localcog.server import CogServerError
 from standin.local import MODEL, ReceiverProcess, clean_env, local_replicate, receiver_process
-from standin.state import StandIn
+from standin.memory import StandIn
 
 DEPLOYMENT = "local/embeddings"
 # Apart from data/receiver.db, a receiver's default store (`make receiver`): `make clean`

@@ -200,7 +200,7 @@ def standin() -> Iterator[Any]:
     """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
     from standin.app import create_standin
     from standin.local import serve_in_thread
-    from standin.state import StandIn
+    from standin.memory import StandIn
 
     state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
     with serve_in_thread(create_standin(state)) as url:

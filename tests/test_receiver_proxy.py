@@ -16,7 +16,7 @@ from replicate.client import Client
 from localcog.loopback import serve_in_thread
 from standin.app import create_standin
 from standin.local import ReceiverProcess, receiver_process
-from standin.state import StandIn
+from standin.memory import StandIn
 from tests.commands import CLEAN_ENV
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.proxy import Caddy, caddy_proxy

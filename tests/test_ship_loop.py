@@ -20,7 +20,7 @@ from replicate.client import Client
 from localcog import REPO
 from localcog.loopback import free_port
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
-from standin.state import StandIn
+from standin.memory import StandIn
 from tests.commands import CLEAN_ENV, run_module
 from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
 from tests.openapi_contract import validate

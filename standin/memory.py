@@ -1,6 +1,6 @@
 """What the stand-in for Replicate knows: models, versions, deployments, predictions, files.
 
-Shared by its HTTP routes (standin/app.py) and its runner (standin/runner.py).
+Shared by its HTTP routes (standin/app.py) and its runner (standin/dispatch.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from standin.webhooks import RETRY_DELAYS, Attempt
-
-TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
 
 
 def now_iso() -> str:

@@ -1,7 +1,7 @@
-"""The stand-in's model runner: queued predictions run on the Cog server, one at a time.
+"""The stand-in's dispatcher: queued predictions run on the Cog server, one at a time.
 
 Cog reports each prediction through its own webhooks (its smaller shape: id, status, output,
-logs, error, metrics); the runner turns them into Replicate's full prediction object and the
+logs, error, metrics); the dispatcher turns them into Replicate's full prediction object and the
 events Replicate would send: start, output, logs, completed.
 """
 
@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 
-from standin.state import TERMINAL, StandIn, now_iso, seconds_between
+from ship.api import TERMINAL
+from standin.memory import StandIn, now_iso, seconds_between
 from standin.webhooks import EVENTS, WebhookSender
 
 
-class Runner:
+class Dispatcher:
     """Runs queued predictions on the Cog server, one at a time, and applies Cog's events."""
 
     def __init__(self, standin: StandIn, sender: WebhookSender) -> None:

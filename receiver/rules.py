@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+# Also in ship/api.py: the receiver ships on its own and imports nothing from the repository.
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _PROGRESS = {"starting": 0, "processing": 1}
 
