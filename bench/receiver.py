@@ -28,7 +28,7 @@ from localcog.loopback import free_port
 from receiver.db import make_engine
 from receiver.signature import decode_secret, sign
 from receiver.tables import deliveries
-from tests.receiving import postgres_database
+from tests.support.receiving import postgres_database
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONCURRENCY = 16

@@ -10,11 +10,7 @@ import pytest
 import torch
 
 from embedder.engine import DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder
-from tests.conftest import VARIED_TEXTS, WEIGHTS
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+from tests.support.embeddings import VARIED_TEXTS, WEIGHTS, cosines
 
 
 @pytest.fixture(scope="module")

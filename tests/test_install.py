@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from localcog import REPO
-from tests.commands import CLEAN_ENV
+from tests.support.commands import CLEAN_ENV
 
 
 def requirement_lines(name: str) -> set[str]:

@@ -15,8 +15,8 @@ from localcog import REPO
 from receiver.settings import Settings
 from receiver.signature import decode_secret
 from standin.local import receiver_process
-from tests.commands import CLEAN_ENV, run_module
-from tests.receiving import SECRET
+from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.receiving import SECRET
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

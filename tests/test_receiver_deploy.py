@@ -20,9 +20,9 @@ import yaml
 from localcog import REPO
 from receiver.settings import Settings, check_database_url
 from standin.local import receiver_process
-from tests.commands import CLEAN_ENV
-from tests.proxy import caddy_binary, caddy_proxy
-from tests.receiving import READ_TOKEN, SECRET
+from tests.support.commands import CLEAN_ENV
+from tests.support.proxy import caddy_binary, caddy_proxy
+from tests.support.receiving import READ_TOKEN, SECRET
 
 DOCKERFILE = REPO / "receiver" / "Dockerfile"
 COMPOSE = REPO / "deploy" / "compose.yaml"

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,38 +14,8 @@ import pytest
 from receiver.downloads import LEASE_SECONDS, Downloader, backoff, safe_name
 from receiver.runtime import open_store
 from receiver.settings import Settings
-from tests.receiving import Clock, prediction
-
-
-class FileServer:
-    """Serves `routes` (path -> (status, body, headers)) on loopback and counts every request."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
-        self.hits: Counter[str] = Counter()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.hits[self.path] += 1
-                status, body, headers = server.routes.get(self.path, (404, b"", {}))
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+from tests.support.loopback_http import FileServer
+from tests.support.receiving import Clock, prediction
 
 
 @pytest.fixture

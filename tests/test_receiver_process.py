@@ -23,9 +23,9 @@ from receiver.refusals import LINES_PER_WINDOW as LINES
 from receiver.refusals import RefusalLog
 from receiver.tables import deliveries, files, predictions
 from standin.local import ReceiverProcess, receiver_process
-from tests.commands import CLEAN_ENV, run_module
-from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
-from tests.receiving import SECRET, prediction, signed
+from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.receiving import SECRET, prediction, signed
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -178,8 +178,8 @@ def test_sigkill_under_load_loses_no_acknowledged_delivery(
 
 
 def test_two_processes_on_postgresql_apply_each_delivery_once(started: Any, tmp_path: Path) -> None:
-    from tests.receiving import postgres_database
-    from tests.test_receiver_downloads import FileServer
+    from tests.support.loopback_http import FileServer
+    from tests.support.receiving import postgres_database
 
     server = FileServer()
     try:

@@ -17,10 +17,10 @@ from localcog.loopback import serve_in_thread
 from standin.app import create_standin
 from standin.local import ReceiverProcess, receiver_process
 from standin.memory import StandIn
-from tests.commands import CLEAN_ENV
-from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
-from tests.proxy import Caddy, caddy_proxy
-from tests.receiving import READ_TOKEN, signed
+from tests.support.commands import CLEAN_ENV
+from tests.support.proxy import Caddy, caddy_proxy
+from tests.support.receiving import READ_TOKEN, signed
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
 PROXY = "127.0.0.1"  # Caddy reaches the receiver from this address
 BROWSER = "127.0.0.3"  # a client of the proxy (Linux routes all of 127/8 to loopback)

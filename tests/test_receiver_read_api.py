@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.receiving import deliver, prediction, read
+from tests.support.receiving import deliver, prediction, read
 
 Receiver = tuple[str, Any, Any]
 

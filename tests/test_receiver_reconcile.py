@@ -10,8 +10,8 @@ import pytest
 from receiver import replicate_api
 from receiver.reconcile import Reconciler
 from receiver.settings import Settings
-from tests.conftest import STANDIN_TOKEN
-from tests.receiving import prediction
+from tests.support.receiving import prediction
+from tests.support.standin import STANDIN_TOKEN
 
 Receiver = tuple[str, Any, Any]
 

@@ -16,7 +16,7 @@ from receiver.app import create_app
 from receiver.db import make_engine
 from receiver.settings import Settings, signing_keys
 from receiver.store import Store
-from tests.receiving import SECRET, prediction, signed
+from tests.support.receiving import SECRET, prediction, signed
 
 Receiver = tuple[str, Any, Any]
 FUZZ = settings(

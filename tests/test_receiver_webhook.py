@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.receiving import deliver, prediction, read, signed
+from tests.support.receiving import deliver, prediction, read, signed
 
 Receiver = tuple[str, Any, Any]
 

@@ -10,7 +10,7 @@ from typing import Any
 from receiver.db import make_engine, migrate
 from receiver.store import Delivery, Store
 from receiver.writer_process import Frames, Recorder, frame
-from tests.receiving import deliver, postgres_database, prediction, read
+from tests.support.receiving import deliver, postgres_database, prediction, read
 
 Receiver = tuple[str, Any, Any]
 

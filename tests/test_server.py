@@ -27,9 +27,9 @@ from localcog import REPO
 from localcog.loopback import free_port
 from localcog.server import COGLET_PREDICTIONS, CogServer, CogServerError, cog_server
 from predict import KEEP_OUTPUTS, MAX_TEXTS, MAX_TOTAL_BYTES, Runner
-from tests.commands import CLEAN_ENV, marked
-from tests.conftest import VARIED_TEXTS, WEIGHTS, WebhookSink
-from tests.test_engine import cosines
+from tests.support.commands import CLEAN_ENV, marked
+from tests.support.embeddings import VARIED_TEXTS, WEIGHTS, cosines
+from tests.support.loopback_http import WebhookSink
 
 pytestmark = pytest.mark.usefixtures("schema_file")
 

@@ -21,10 +21,10 @@ from localcog import REPO
 from localcog.loopback import free_port
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from standin.memory import StandIn
-from tests.commands import CLEAN_ENV, run_module
-from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN
-from tests.openapi_contract import validate
-from tests.receiving import READ_TOKEN
+from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.openapi_contract import validate
+from tests.support.receiving import READ_TOKEN
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # Replicate's schedule, compressed from a minute to 7.5 s
 

@@ -15,8 +15,8 @@ from replicate.exceptions import ReplicateError
 from ship.api import ShipError, raw_prediction, with_backoff
 from ship.push import pushed_version
 from standin.local import MODEL, SCHEMA
-from tests.commands import run_module
-from tests.conftest import STANDIN_TOKEN
+from tests.support.commands import run_module
+from tests.support.standin import STANDIN_TOKEN
 
 VERSION = "a" * 64
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from localcog import REPO
-from tests.commands import CLEAN_ENV, marked
+from tests.support.commands import CLEAN_ENV, marked
 
 
 @dataclass

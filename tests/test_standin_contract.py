@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 
 from standin.local import MODEL, SCHEMA
-from tests.conftest import STANDIN_SECRET, STANDIN_TOKEN, WebhookSink
-from tests.openapi_contract import validate
+from tests.support.loopback_http import WebhookSink
+from tests.support.openapi_contract import validate
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
 AUTH = {"authorization": f"Bearer {STANDIN_TOKEN}"}
 

@@ -17,7 +17,7 @@ import yaml
 
 from localcog import REPO
 from localcog import schema as cog_schema
-from tests.commands import marked
+from tests.support.commands import marked
 
 
 def test_schema_is_generated_from_the_runner_in_cogs_layout(schema_file: Path) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from receiver.signature import decode_secret, verify
 from standin.webhooks import EVENTS, Attempt, WebhookSender
-from tests.conftest import STANDIN_SECRET, WebhookSink
+from tests.support.loopback_http import WebhookSink
+from tests.support.standin import STANDIN_SECRET
 
 STATE = {"id": "p1", "status": "succeeded", "output": [[0.5]], "completed_at": None}
 

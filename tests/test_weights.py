@@ -16,7 +16,7 @@ import pytest
 
 from embedder.weights import WeightsError, fill, read_manifest, verify
 from localcog import REPO
-from tests.conftest import WEIGHTS
+from tests.support.embeddings import WEIGHTS
 
 
 @pytest.fixture

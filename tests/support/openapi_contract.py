@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-SPEC = Path(__file__).parent / "data" / "replicate_openapi.json"
+SPEC = Path(__file__).parent.parent / "data" / "replicate_openapi.json"
 
 
 def _nullable_to_null(node: Any) -> Any:
