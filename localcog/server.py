@@ -31,6 +31,7 @@ import httpx
 
 from localcog import REPO
 from localcog.loopback import free_port
+from localcog.polling import PollTimeoutError, poll
 from localcog.processes import dying_with_parent
 
 RUNNER = "predict.py:Runner"
@@ -102,18 +103,21 @@ def setup_error(health: Mapping[str, Any]) -> str:
 
 def wait_settled(url: str, process: subprocess.Popen[Any], timeout: float) -> dict[str, Any]:
     """Poll /health-check until setup has finished one way or the other."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise CogServerError(f"cog server exited with {process.returncode}")
-        try:
-            health: dict[str, Any] = httpx.get(f"{url}/health-check", timeout=5).json()
-            if health.get("status") in SETTLED:
-                return health
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.05)
-    raise CogServerError(f"cog server not settled after {timeout:.0f} s")
+    try:
+        return poll(lambda: settled_health(url, process), timeout, 0.05, "cog server settled")
+    except PollTimeoutError:
+        raise CogServerError(f"cog server not settled after {timeout:.0f} s") from None
+
+
+def settled_health(url: str, process: subprocess.Popen[Any]) -> dict[str, Any] | None:
+    """/health-check's answer once setup has finished; None while not yet (for `poll`)."""
+    if process.poll() is not None:
+        raise CogServerError(f"cog server exited with {process.returncode}")
+    try:
+        health: dict[str, Any] = httpx.get(f"{url}/health-check", timeout=5).json()
+    except httpx.TransportError:
+        return None  # not listening yet
+    return health if health.get("status") in SETTLED else None
 
 
 @dataclass

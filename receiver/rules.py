@@ -8,7 +8,8 @@ object and the smaller one a bare Cog server sends (id, status, output, logs, er
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 # Also in ship/api.py: the receiver ships on its own and imports nothing from the repository.
@@ -38,23 +39,37 @@ def _size(value: object) -> int:
     return len(value) if isinstance(value, (str, list, dict)) else (0 if value is None else 1)
 
 
-def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Merge:
+    """The state to keep after a delivery, and where it came from.
+
+    `source` lets the store skip writing a state that did not change ("current") and keep a
+    delivery's original bytes when its body becomes the state as is ("incoming"), without
+    comparing large outputs.
+    """
+
+    state: dict[str, Any]
+    source: Literal["current", "incoming", "merged"]
+
+
+def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> Merge:
     """The state to keep after `incoming` arrives on top of `current`."""
     if current is None:
-        return incoming
+        return Merge(incoming, "incoming")
     if is_terminal(current):
-        return current
+        return Merge(current, "current")
     if is_terminal(incoming):
-        # Usually a full object that covers every key we hold: keep it as is (the store can
-        # then keep its original bytes instead of re-encoding it).
-        return incoming if current.keys() <= incoming.keys() else {**current, **incoming}
+        # Usually a full object that covers every key we hold: keep it as is.
+        if current.keys() <= incoming.keys():
+            return Merge(incoming, "incoming")
+        return Merge({**current, **incoming}, "merged")
     merged = {**current, **incoming}
     if _PROGRESS.get(current.get("status", ""), -1) > _PROGRESS.get(incoming.get("status", ""), -1):
         merged["status"] = current["status"]
     for key in ("output", "logs"):
         if _size(current.get(key)) > _size(incoming.get(key)):
             merged[key] = current[key]
-    return merged
+    return Merge(merged, "merged")
 
 
 FILE_PREFIXES = ("https://", "http://", "data:")

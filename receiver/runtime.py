@@ -17,7 +17,7 @@ def open_store(settings: Settings) -> Store:
     """The store named by RECEIVER_DATABASE_URL, migrated to the current schema."""
     engine = make_engine(settings.receiver_database_url)
     migrate(engine)
-    return Store(engine, settings.receiver_download_hosts)
+    return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url)
 
 
 def build(settings: Settings) -> tuple[Store, list[Periodic]]:

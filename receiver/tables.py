@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
     Double,
+    Engine,
     Index,
     Integer,
     MetaData,
@@ -15,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = MetaData()
 
@@ -64,3 +69,8 @@ files = Table(
     UniqueConstraint("prediction_id", "n", name="files_prediction_n"),
     Index("files_ready", "state", "next_attempt_at"),
 )
+
+
+def dialect_insert(engine: Engine) -> Callable[[Table], Any]:
+    """The engine's own INSERT: both dialects spell ON CONFLICT the same way, the core one not."""
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

@@ -16,23 +16,22 @@ import os
 import sys
 from pathlib import Path
 
-import orjson
-from sqlalchemy.exc import SQLAlchemyError
-
-from receiver.store import Delivery, Outcome, Store
-from receiver.writer_process import delivery_frame, frame
+from receiver.frames import LENGTH, delivery_frame, frame, parse_answers
+from receiver.store import Delivery, Outcome, StoreConfig
 
 log = logging.getLogger("receiver")
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
-class StoreError(SQLAlchemyError):
-    """The writer process could not record a delivery, or is gone."""
+class StoreError(Exception):
+    """The writer process could not record a delivery, or is gone: the app answers 503."""
 
 
 class Writer:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """`config` goes to each writer process as its first frame: it opens the same store."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self.config = config
         self._process: asyncio.subprocess.Process | None = None
         self._pending: dict[int, asyncio.Future[Outcome]] = {}
         self._seq = itertools.count()
@@ -83,11 +82,7 @@ class Writer:
                 env={**os.environ, "PYTHONPATH": pythonpath},
             )
             assert process.stdin is not None
-            config = {
-                "database_url": self.store.engine.url.render_as_string(hide_password=False),
-                "download_hosts": self.store.download_hosts,
-            }
-            process.stdin.write(frame(orjson.dumps(config)))
+            process.stdin.write(frame(self.config.to_json()))
             reader = asyncio.create_task(self._read_answers(process))
             self._readers.add(reader)
             reader.add_done_callback(self._readers.discard)
@@ -98,20 +93,22 @@ class Writer:
         assert process.stdout is not None
         try:
             while True:
-                length = int.from_bytes(await process.stdout.readexactly(4))
-                for seq, outcome, error in orjson.loads(await process.stdout.readexactly(length)):
+                (length,) = LENGTH.unpack(await process.stdout.readexactly(LENGTH.size))
+                answers = parse_answers(await process.stdout.readexactly(length))
+                for seq, outcome, error in answers:
                     future = self._pending.pop(seq)
                     if future.cancelled():  # the sender hung up; the delivery may be stored
                         continue
-                    if error is None:
+                    if error is None and outcome is not None:
                         future.set_result(outcome)
                     else:
-                        future.set_exception(StoreError(error))
+                        future.set_exception(StoreError(error or "no outcome"))
         except asyncio.IncompleteReadError:
             pass  # the process has exited
         # No await before this point: nothing can be sent to the dead process in between.
         self._process = None
-        waiting, self._pending = self._pending, {}
+        waiting = self._pending
+        self._pending = {}
         for future in waiting.values():
             if not future.cancelled():
                 future.set_exception(StoreError("writer process exited"))

@@ -1,11 +1,8 @@
 """The writer process: records deliveries in group commits, on its own core.
 
 `python -m receiver.writer_process` is started by `receiver.writer.Writer`, one per receiver
-process. It reads length-prefixed frames on stdin and answers on stdout:
-
-- first frame: the store's configuration, `{"database_url": …, "download_hosts": […]}`;
-- then one frame per delivery, `[seq, webhook_id, now, source]` + newline + the raw JSON body;
-- answers: one frame per transaction, `[[seq, outcome, error], …]` (`error` is null or a reason).
+process. It reads frames on stdin (first the store's configuration, then deliveries) and
+answers on stdout, one frame per transaction: the wire format is in `receiver.frames`.
 
 Why a process and not a thread: the database work of a batch is mostly Python (SQLAlchemy,
 merging), and in a thread it holds the GIL the event loop needs, so the two stall each other.
@@ -22,65 +19,17 @@ import contextlib
 import logging
 import os
 import signal
-import struct
 import sys
-from collections.abc import Iterator
-from typing import Any
 
-import orjson
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.db import make_engine
-from receiver.store import Delivery, Store
+from receiver.frames import Answer, Frames, answers_frame, frame, parse_delivery
+from receiver.store import Delivery, Store, StoreConfig
 
+__all__ = ["Frames", "Recorder", "frame", "serve"]  # Frames and frame: the tests' framing checks
 log = logging.getLogger("receiver")
 MAX_BATCH = 256
-_LENGTH = struct.Struct(">I")
-Answer = tuple[int, str | None, str | None]  # seq, outcome, error
-
-
-def frame(payload: bytes) -> bytes:
-    return _LENGTH.pack(len(payload)) + payload
-
-
-def delivery_frame(seq: int, delivery: Delivery) -> bytes:
-    head = orjson.dumps([seq, delivery.webhook_id, delivery.received_at, delivery.source])
-    return frame(head + b"\n" + delivery.text().encode())
-
-
-def _parse_delivery(payload: bytes) -> tuple[int, Delivery]:
-    head, raw = payload.split(b"\n", 1)
-    seq, webhook_id, now, source = orjson.loads(head)
-    return seq, Delivery(webhook_id, orjson.loads(raw), now, source, raw=raw)
-
-
-class Frames:
-    """Complete frames from a file descriptor: all that have arrived, without waiting for more."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buffer = bytearray()
-
-    def _complete(self) -> Iterator[bytes]:
-        start = 0
-        while len(self.buffer) - start >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(self.buffer, start)
-            end = start + _LENGTH.size + length
-            if len(self.buffer) < end:
-                break
-            yield bytes(self.buffer[start + _LENGTH.size : end])
-            start = end
-        del self.buffer[:start]
-
-    def next_batch(self) -> list[bytes] | None:
-        """Blocks until at least one frame is complete; None once the input has closed."""
-        while not (frames := list(self._complete())):
-            chunk = os.read(self.fd, 1 << 20)
-            if not chunk:
-                return None
-            self.buffer += chunk
-        return frames
 
 
 class Recorder:
@@ -117,16 +66,14 @@ def serve(stdin: int, stdout: int) -> None:
     first = frames.next_batch()
     if first is None:
         return
-    config: dict[str, Any] = orjson.loads(first[0])
-    store = Store(make_engine(config["database_url"]), config["download_hosts"])
-    recorder = Recorder(store)
+    recorder = Recorder(Store.open(StoreConfig.from_json(first[0])))
     pending: list[bytes] | None = first[1:]
     while pending is not None:
         for start in range(0, len(pending), MAX_BATCH):
             answers = recorder.record(
-                [_parse_delivery(p) for p in pending[start : start + MAX_BATCH]]
+                [parse_delivery(p) for p in pending[start : start + MAX_BATCH]]
             )
-            _write_all(stdout, frame(orjson.dumps(answers)))
+            _write_all(stdout, answers_frame(answers))
         pending = frames.next_batch()
     recorder.close()
 

@@ -12,11 +12,13 @@ import argparse
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from replicate.client import Client
 
+from localcog.polling import PollTimeoutError, poll
 from ship.api import TERMINAL, ShipError, client, raw_prediction, reported, run_cli, with_backoff
 
 TEXTS = [
@@ -45,29 +47,48 @@ def check_output(output: Any) -> tuple[float, float]:
     return similar, dissimilar
 
 
-def collected(receiver_url: str, token: str, prediction_id: str, deadline: float) -> dict[str, Any]:
-    """Poll the receiver until it holds the prediction's terminal state."""
-    headers = {"authorization": f"Bearer {token}"}
-    last = "no answer yet"
-    while time.monotonic() < deadline:
+@dataclass
+class ReceiverWatch:
+    """Asks the receiver's read API for one prediction, remembering the last answer so that a
+    timeout can say where it got stuck."""
+
+    receiver_url: str
+    token: str
+    prediction_id: str
+    last: str = "no answer yet"
+
+    def terminal_state(self) -> dict[str, Any] | None:
+        """The prediction's state once terminal; None while not yet (for `poll`)."""
+        headers = {"authorization": f"Bearer {self.token}"}
+        url = f"{self.receiver_url}/predictions/{self.prediction_id}"
         try:
-            response = httpx.get(
-                f"{receiver_url}/predictions/{prediction_id}", headers=headers, timeout=10
-            )
+            response = httpx.get(url, headers=headers, timeout=10)
         except httpx.HTTPError as exc:
-            last = f"receiver unreachable: {exc!r}"
-        else:
-            if response.status_code in (401, 403):
-                raise ShipError(f"receiver refused RECEIVER_API_TOKEN ({response.status_code})")
-            if response.status_code == 200:
-                state: dict[str, Any] = response.json()
-                if state["status"] in TERMINAL:
-                    return state
-                last = f"status {state['status']}"
-            else:
-                last = f"receiver answered {response.status_code}"
-        time.sleep(0.25)
-    raise ShipError(f"prediction {prediction_id} not collected by the receiver in time ({last})")
+            self.last = f"receiver unreachable: {exc!r}"
+            return None
+        if response.status_code in (401, 403):
+            raise ShipError(f"receiver refused RECEIVER_API_TOKEN ({response.status_code})")
+        if response.status_code != 200:
+            self.last = f"receiver answered {response.status_code}"
+            return None
+        state: dict[str, Any] = response.json()
+        if state["status"] in TERMINAL:
+            return state
+        self.last = f"status {state['status']}"
+        return None
+
+
+def wait_for_terminal_state(
+    receiver_url: str, token: str, prediction_id: str, deadline: float
+) -> dict[str, Any]:
+    """Poll the receiver until it holds the prediction's terminal state."""
+    watch = ReceiverWatch(receiver_url, token, prediction_id)
+    try:
+        timeout = deadline - time.monotonic()
+        return poll(watch.terminal_state, timeout, 0.25, "collecting the prediction")
+    except PollTimeoutError:
+        detail = f"not collected by the receiver in time ({watch.last})"
+        raise ShipError(f"prediction {prediction_id} {detail}") from None
 
 
 def smoke(api: Client, deployment: str, receiver_url: str, token: str, timeout: float) -> str:
@@ -83,7 +104,7 @@ def smoke(api: Client, deployment: str, receiver_url: str, token: str, timeout: 
             )
         )
     try:
-        state = collected(receiver_url, token, prediction.id, started + timeout)
+        state = wait_for_terminal_state(receiver_url, token, prediction.id, started + timeout)
     except ShipError as exc:  # say where it got stuck: in the model, or between the two
         with reported(f"{exc}; then reading it from the API"):
             status = raw_prediction(api, prediction.id)["status"]

@@ -13,7 +13,6 @@ import argparse
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +22,7 @@ import httpx
 from replicate.client import Client
 
 from localcog import REPO
+from localcog.polling import PollTimeoutError, poll
 from localcog.processes import stop_on_signals
 from localcog.server import CogServerError
 from ship.api import TERMINAL
@@ -63,12 +63,10 @@ def run_script(name: str, env: dict[str, str]) -> str:
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float = 180) -> T:
     """Poll `check` (the receiver is another process) until it returns a result."""
-    deadline = time.monotonic() + timeout
-    while (result := check()) is None:
-        if time.monotonic() > deadline:
-            raise DemoError(f"{what}: not done after {timeout:.0f} s")
-        time.sleep(0.2)
-    return result
+    try:
+        return poll(check, timeout, 0.2, what)
+    except PollTimeoutError as exc:
+        raise DemoError(str(exc)) from None
 
 
 def table(states: list[dict[str, Any]]) -> str:
@@ -127,7 +125,7 @@ def run(stack: ExitStack, data_dir: Path) -> None:
     read = httpx.Client(base_url=receiver.url, headers=headers)
     stack.callback(read.close)
 
-    def collected() -> list[dict[str, Any]] | None:
+    def all_settled_states() -> list[dict[str, Any]] | None:
         """Every prediction's state, once all are terminal and their files settled."""
         states = []
         for pid in ids:
@@ -141,7 +139,7 @@ def run(stack: ExitStack, data_dir: Path) -> None:
             states.append(state)
         return states
 
-    states = wait_for(collected, "collecting the predictions")
+    states = wait_for(all_settled_states, "collecting the predictions")
     step("what the receiver collected (GET /predictions/{id} on its read API):")
     print(table(states))
     step(f"files fetched before Replicate would delete them are under {data_dir / 'outputs'}")

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 
 from localcog import REPO
 from localcog.loopback import free_port, serve_in_thread
+from localcog.polling import PollTimeoutError, poll
 from localcog.processes import dying_with_parent
 from localcog.schema import SCHEMA_PATH
 from localcog.server import cog_server
@@ -70,17 +70,22 @@ class ReceiverProcess:
         )
 
     def wait_healthy(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"receiver exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("receiver not healthy in time")
+        """Wait for /healthz to answer 200; a receiver that exits first never will."""
+        try:
+            poll(self._healthy, timeout, 0.05, "receiver healthy")
+        except PollTimeoutError:
+            raise RuntimeError("receiver not healthy in time") from None
+
+    def _healthy(self) -> bool | None:
+        """True once /healthz answers 200; None while not yet (for `poll`)."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"receiver exited with {self.process.returncode}")
+        try:
+            if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        return None
 
     def stop(self) -> None:
         if self.process.poll() is None:

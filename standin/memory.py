@@ -1,6 +1,6 @@
 """What the stand-in for Replicate knows: models, versions, deployments, predictions, files.
 
-Shared by its HTTP routes (standin/app.py) and its runner (standin/dispatch.py).
+Shared by its HTTP routes (standin/api_*.py) and its runner (standin/dispatch.py).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from localcog import REPO
 from localcog import schema as cog_schema
 from localcog.server import CogServer, cog_server
 from tests.support.embeddings import WEIGHTS
+from tests.support.live import LiveReceiver, LiveStandIn
 from tests.support.loopback_http import WebhookSink
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
@@ -98,8 +99,8 @@ def receiver_settings(database_url: str, tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-def receiver(receiver_settings: Any) -> Iterator[Any]:
-    """A live receiver (no background workers) on loopback: yields (url, store, clock)."""
+def receiver(receiver_settings: Any) -> Iterator[LiveReceiver]:
+    """A live receiver (no background workers) on loopback, with its store and clock."""
     from localcog.loopback import serve_in_thread
     from receiver.app import create_app
     from receiver.runtime import open_store
@@ -110,18 +111,18 @@ def receiver(receiver_settings: Any) -> Iterator[Any]:
     clock = Clock()
     app = create_app(receiver_settings, signing_keys(receiver_settings.secrets()), store, clock)
     with serve_in_thread(app) as url:
-        yield url, store, clock
+        yield LiveReceiver(url=url, store=store, clock=clock)
     store.engine.dispose()
 
 
 @pytest.fixture
-def standin() -> Iterator[Any]:
-    """The local stand-in for Replicate's API, live on loopback: yields (url, StandIn)."""
+def standin() -> Iterator[LiveStandIn]:
+    """The local stand-in for Replicate's API, live on loopback, with its memory."""
     from localcog.loopback import serve_in_thread
     from standin.app import create_standin
     from standin.memory import StandIn
 
-    state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
-    with serve_in_thread(create_standin(state)) as url:
-        state.base_url = url
-        yield url, state
+    memory = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
+    with serve_in_thread(create_standin(memory)) as url:
+        memory.base_url = url
+        yield LiveStandIn(url=url, memory=memory)

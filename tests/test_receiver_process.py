@@ -24,6 +24,7 @@ from receiver.refusals import RefusalLog
 from receiver.tables import deliveries, files, predictions
 from standin.local import ReceiverProcess, receiver_process
 from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.live import LiveStandIn
 from tests.support.receiving import SECRET, prediction, signed
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
@@ -73,10 +74,10 @@ def test_refuses_to_start_with_one_clear_line(
     assert "whsec_@@" not in lines[0]  # a secret's value is never printed
 
 
-def test_secret_command_reads_the_default_secret(standin: Any) -> None:
-    result = run_cli("secret", REPLICATE_API_TOKEN=STANDIN_TOKEN, REPLICATE_BASE_URL=standin[0])
+def test_secret_command_reads_the_default_secret(standin: LiveStandIn) -> None:
+    result = run_cli("secret", REPLICATE_API_TOKEN=STANDIN_TOKEN, REPLICATE_BASE_URL=standin.url)
     assert (result.returncode, result.stdout.strip()) == (0, STANDIN_SECRET)
-    refused = run_cli("secret", REPLICATE_API_TOKEN="wrong", REPLICATE_BASE_URL=standin[0])
+    refused = run_cli("secret", REPLICATE_API_TOKEN="wrong", REPLICATE_BASE_URL=standin.url)
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1
 
@@ -94,12 +95,12 @@ def started(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_secret_fetched_at_start_and_send_test_delivers(
-    started: Any, standin: Any, tmp_path: Path
+    started: Any, standin: LiveStandIn, tmp_path: Path
 ) -> None:
     receiver = started(
         {
             "REPLICATE_API_TOKEN": STANDIN_TOKEN,
-            "REPLICATE_BASE_URL": standin[0],
+            "REPLICATE_BASE_URL": standin.url,
             "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
         }
     )

@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 
+from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, prediction, read
-
-Receiver = tuple[str, Any, Any]
 
 
 @pytest.mark.parametrize(
     ("headers", "status"),
     [({}, 401), ({"authorization": "Bearer wrong"}, 403), ({"authorization": "Basic x"}, 401)],
 )
-def test_token_required(receiver: Receiver, headers: dict[str, str], status: int) -> None:
-    url, _, _ = receiver
+def test_token_required(receiver: LiveReceiver, headers: dict[str, str], status: int) -> None:
+    url = receiver.url
     for path in ("/predictions", "/predictions/x", "/predictions/x/files/0"):
         response = httpx.get(f"{url}{path}", headers=headers)
         assert response.status_code == status
         assert response.json()["error"]
 
 
-def test_listing_filters_and_pages(receiver: Receiver) -> None:
-    url, _, clock = receiver
+def test_listing_filters_and_pages(receiver: LiveReceiver) -> None:
+    url = receiver.url
+    clock = receiver.clock
     for i in range(5):
         clock.now += 1
         deliver(url, prediction(f"L{i}", "succeeded" if i % 2 else "processing"))
@@ -39,8 +37,8 @@ def test_listing_filters_and_pages(receiver: Receiver) -> None:
     assert [p["id"] for p in done] == ["L3", "L1"]
 
 
-def test_bad_paging_is_a_4xx(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_bad_paging_is_a_4xx(receiver: LiveReceiver) -> None:
+    url = receiver.url
     assert read(url, "/predictions?cursor=!!!").status_code == 400
     assert read(url, "/predictions?limit=0").status_code == 422
     assert read(url, "/predictions/none").status_code == 404
@@ -48,16 +46,17 @@ def test_bad_paging_is_a_4xx(receiver: Receiver) -> None:
     assert read(url, "/predictions/none/files/x").status_code == 422
 
 
-def test_file_not_yet_stored_is_409(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_file_not_yet_stored_is_409(receiver: LiveReceiver) -> None:
+    url = receiver.url
     deliver(url, prediction("F1", "succeeded", output="https://replicate.delivery/a/out.npy"))
     response = read(url, "/predictions/F1/files/0")
     assert response.status_code == 409
     assert "queued" in response.json()["error"]
 
 
-def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: Receiver) -> None:
-    url, _, clock = receiver
+def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: LiveReceiver) -> None:
+    url = receiver.url
+    clock = receiver.clock
     clock.now = 1_763_884_800.25  # 2025-11-23T08:00:00.250Z
     deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
     deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)

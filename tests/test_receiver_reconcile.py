@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import pytest
 
 from receiver import replicate_api
 from receiver.reconcile import Reconciler
 from receiver.settings import Settings
+from tests.support.live import LiveReceiver, LiveStandIn
 from tests.support.receiving import prediction
 from tests.support.standin import STANDIN_TOKEN
 
-Receiver = tuple[str, Any, Any]
-
 
 @pytest.fixture
-def reconciler(receiver: Receiver, receiver_settings: Settings, standin: Any) -> Reconciler:
-    _, store, clock = receiver
+def reconciler(
+    receiver: LiveReceiver, receiver_settings: Settings, standin: LiveStandIn
+) -> Reconciler:
+    store = receiver.store
+    clock = receiver.clock
     settings = Settings.model_validate(
         {
             **receiver_settings.model_dump(),
             "replicate_api_token": STANDIN_TOKEN,
-            "replicate_base_url": standin[0],
+            "replicate_base_url": standin.url,
             "receiver_reconcile_after_seconds": 60.0,
         }
     )
@@ -31,11 +32,12 @@ def reconciler(receiver: Receiver, receiver_settings: Settings, standin: Any) ->
 
 
 def test_a_missed_terminal_webhook_is_collected(
-    receiver: Receiver, reconciler: Reconciler, standin: Any
+    receiver: LiveReceiver, reconciler: Reconciler, standin: LiveStandIn
 ) -> None:
-    _, store, clock = receiver
+    store = receiver.store
+    clock = receiver.clock
     store.record("msg_start", prediction("r1", "processing"), clock())
-    standin[1].put("r1", "succeeded", output=["https://replicate.delivery/r1/out.npy"])
+    standin.memory.put("r1", "succeeded", output=["https://replicate.delivery/r1/out.npy"])
     reconciler.step()
     assert store.prediction("r1")["status"] == "processing"  # not quiet for long enough yet
     clock.now += 61
@@ -50,23 +52,25 @@ def test_a_missed_terminal_webhook_is_collected(
 
 
 def test_aborted_is_collected_although_the_client_cannot_parse_it(
-    receiver: Receiver, reconciler: Reconciler, standin: Any
+    receiver: LiveReceiver, reconciler: Reconciler, standin: LiveStandIn
 ) -> None:
-    _, store, clock = receiver
+    store = receiver.store
+    clock = receiver.clock
     store.record("msg_start", prediction("r2", "starting"), clock())
-    standin[1].put("r2", "aborted")
+    standin.memory.put("r2", "aborted")
     clock.now += 61
     reconciler.step()
     assert store.prediction("r2")["status"] == "aborted"
 
 
 def test_unknown_or_failing_lookups_do_not_stop_the_others(
-    receiver: Receiver, reconciler: Reconciler, standin: Any
+    receiver: LiveReceiver, reconciler: Reconciler, standin: LiveStandIn
 ) -> None:
-    _, store, clock = receiver
+    store = receiver.store
+    clock = receiver.clock
     store.record("m1", prediction("gone", "processing"), clock())
     store.record("m2", prediction("r3", "processing"), clock())
-    standin[1].put("r3", "failed", error="boom")
+    standin.memory.put("r3", "failed", error="boom")
     clock.now += 61
     reconciler.step()
     assert store.prediction("gone")["status"] == "processing"  # 404 from the API
@@ -75,13 +79,14 @@ def test_unknown_or_failing_lookups_do_not_stop_the_others(
 
 
 def test_terminal_and_expired_predictions_are_left_alone(
-    receiver: Receiver, reconciler: Reconciler, standin: Any
+    receiver: LiveReceiver, reconciler: Reconciler, standin: LiveStandIn
 ) -> None:
-    _, store, clock = receiver
+    store = receiver.store
+    clock = receiver.clock
     store.record("m1", prediction("done", "succeeded"), clock())
     store.record("m2", prediction("old", "processing"), clock())
-    standin[1].put("done", "failed")
-    standin[1].put("old", "succeeded")
+    standin.memory.put("done", "failed")
+    standin.memory.put("old", "succeeded")
     clock.now += 3 * 3600  # past Replicate's hour: it deleted both long ago
     reconciler.step()
     assert store.prediction("old")["status"] == "processing"  # not fetched

@@ -16,9 +16,9 @@ from receiver.app import create_app
 from receiver.db import make_engine
 from receiver.settings import Settings, signing_keys
 from receiver.store import Store
+from tests.support.live import LiveReceiver
 from tests.support.receiving import SECRET, prediction, signed
 
-Receiver = tuple[str, Any, Any]
 FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -51,8 +51,8 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_si
 
 @FUZZ
 @given(body=bodies)
-def test_any_signed_body_is_2xx_or_400(receiver: Receiver, body: bytes) -> None:
-    url, _, _ = receiver
+def test_any_signed_body_is_2xx_or_400(receiver: LiveReceiver, body: bytes) -> None:
+    url = receiver.url
     raw, headers = signed(body)
     response = httpx.post(f"{url}/webhooks/replicate", content=raw, headers=headers)
     assert response.status_code in (200, 400), response.text
@@ -62,9 +62,9 @@ def test_any_signed_body_is_2xx_or_400(receiver: Receiver, body: bytes) -> None:
 @FUZZ
 @given(body=bodies, msg_id=header_text, timestamp=header_text, signature=header_text)
 def test_any_unsigned_delivery_is_401(
-    receiver: Receiver, body: bytes, msg_id: str, timestamp: str, signature: str
+    receiver: LiveReceiver, body: bytes, msg_id: str, timestamp: str, signature: str
 ) -> None:
-    url, _, _ = receiver
+    url = receiver.url
     headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
     response = httpx.post(f"{url}/webhooks/replicate", content=body, headers=headers)
     assert response.status_code == 401
@@ -77,8 +77,8 @@ def test_any_unsigned_delivery_is_401(
         st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="?#"), max_size=40
     )
 )
-def test_read_api_paths_never_5xx(receiver: Receiver, path: str) -> None:
-    url, _, _ = receiver
+def test_read_api_paths_never_5xx(receiver: LiveReceiver, path: str) -> None:
+    url = receiver.url
     for p in (f"/predictions/{path}", f"/predictions/{path}/files/{path}"):
         response = httpx.get(f"{url}{p}", headers={"authorization": "Bearer read-token-for-tests"})
         assert response.status_code < 500

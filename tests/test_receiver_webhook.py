@@ -8,13 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, prediction, read, signed
 
-Receiver = tuple[str, Any, Any]
 
-
-def test_a_delivery_is_applied_and_acknowledged(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_a_delivery_is_applied_and_acknowledged(receiver: LiveReceiver) -> None:
+    url = receiver.url
     response = deliver(url, prediction("p1", "starting"), msg_id="msg_a")
     assert response.status_code == 200
     assert response.json() == {"status": "accepted", "webhook_id": "msg_a"}
@@ -24,8 +23,8 @@ def test_a_delivery_is_applied_and_acknowledged(receiver: Receiver) -> None:
     assert [d["webhook_id"] for d in state["deliveries"]] == ["msg_a"]
 
 
-def test_a_replayed_webhook_id_is_acknowledged_once(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_a_replayed_webhook_id_is_acknowledged_once(receiver: LiveReceiver) -> None:
+    url = receiver.url
     first = deliver(url, prediction("p1", "processing", logs="one"), msg_id="msg_same")
     again = deliver(url, prediction("p1", "processing", logs="one two"), msg_id="msg_same")
     assert first.json()["status"] == "accepted"
@@ -36,8 +35,9 @@ def test_a_replayed_webhook_id_is_acknowledged_once(receiver: Receiver) -> None:
     assert len(state["deliveries"]) == 1
 
 
-def test_terminal_state_is_final_and_late_events_do_not_regress(receiver: Receiver) -> None:
-    url, _, clock = receiver
+def test_terminal_state_is_final_and_late_events_do_not_regress(receiver: LiveReceiver) -> None:
+    url = receiver.url
+    clock = receiver.clock
     out = [[0.1, 0.2]]
     for body in [
         prediction("p2", "succeeded", output=out, logs="a\nb\nc"),
@@ -62,16 +62,16 @@ def test_terminal_state_is_final_and_late_events_do_not_regress(receiver: Receiv
     ]
 
 
-def test_non_terminal_events_never_shorten_output_or_logs(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_non_terminal_events_never_shorten_output_or_logs(receiver: LiveReceiver) -> None:
+    url = receiver.url
     deliver(url, prediction("p3", "processing", output=[1, 2, 3], logs="l1\nl2"))
     deliver(url, prediction("p3", "starting", output=[1], logs="l1"))
     state = read(url, "/predictions/p3").json()
     assert (state["status"], state["output"], state["logs"]) == ("processing", [1, 2, 3], "l1\nl2")
 
 
-def test_the_small_cog_shape_is_accepted(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_the_small_cog_shape_is_accepted(receiver: LiveReceiver) -> None:
+    url = receiver.url
     body = {
         "id": "cog1",
         "status": "succeeded",
@@ -99,15 +99,19 @@ def test_the_small_cog_shape_is_accepted(receiver: Receiver) -> None:
         (b"[" * 20_000 + b"]" * 20_000, "body is not JSON"),  # deeper than any parser recursion
     ],
 )
-def test_signed_but_unusable_bodies_are_400(receiver: Receiver, body: bytes, reason: str) -> None:
-    url, _, _ = receiver
+def test_signed_but_unusable_bodies_are_400(
+    receiver: LiveReceiver, body: bytes, reason: str
+) -> None:
+    url = receiver.url
     response = deliver(url, body)
     assert response.status_code == 400
     assert reason in response.json()["error"]
 
 
-def test_forged_delivery_is_401_without_echoing_the_expected_signature(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_forged_delivery_is_401_without_echoing_the_expected_signature(
+    receiver: LiveReceiver,
+) -> None:
+    url = receiver.url
     raw, headers = signed(prediction("p4", "succeeded"))
     genuine = headers["webhook-signature"]
     headers["webhook-signature"] = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -118,23 +122,24 @@ def test_forged_delivery_is_401_without_echoing_the_expected_signature(receiver:
     assert read(url, "/predictions/p4").status_code == 404  # nothing was stored
 
 
-def test_timestamp_checked_against_the_receivers_clock(receiver: Receiver) -> None:
-    url, _, clock = receiver
+def test_timestamp_checked_against_the_receivers_clock(receiver: LiveReceiver) -> None:
+    url = receiver.url
+    clock = receiver.clock
     clock.now += 301  # the sender's clock is now 301 s behind ours
     response = deliver(url, prediction("p5", "succeeded"))
     assert response.status_code == 401
     assert "timestamp_too_old" in response.json()["error"]
 
 
-def test_missing_headers_are_401(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_missing_headers_are_401(receiver: LiveReceiver) -> None:
+    url = receiver.url
     response = httpx.post(f"{url}/webhooks/replicate", json=prediction("p6", "succeeded"))
     assert response.status_code == 401
     assert "missing_headers" in response.json()["error"]
 
 
-def test_oversized_body_is_413_declared_or_streamed(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_oversized_body_is_413_declared_or_streamed(receiver: LiveReceiver) -> None:
+    url = receiver.url
     big = json.dumps(prediction("p7", "succeeded", logs="x" * 70_000)).encode()
     raw, headers = signed(big)
     assert httpx.post(f"{url}/webhooks/replicate", content=raw, headers=headers).status_code == 413
@@ -148,8 +153,8 @@ def test_oversized_body_is_413_declared_or_streamed(receiver: Receiver) -> None:
     assert "body over 65536 bytes" in response.json()["error"]
 
 
-def test_exact_path_only_no_redirects(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_exact_path_only_no_redirects(receiver: LiveReceiver) -> None:
+    url = receiver.url
     raw, headers = signed(prediction("p8", "succeeded"))
     slash = httpx.post(f"{url}/webhooks/replicate/", content=raw, headers=headers)
     assert slash.status_code == 404
@@ -157,8 +162,8 @@ def test_exact_path_only_no_redirects(receiver: Receiver) -> None:
     assert httpx.get(f"{url}/webhooks/replicate").status_code == 405
 
 
-def test_terminal_output_files_are_queued_or_refused_by_host(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_terminal_output_files_are_queued_or_refused_by_host(receiver: LiveReceiver) -> None:
+    url = receiver.url
     output = [
         "https://replicate.delivery/abc/embeddings.npy",
         "https://evil.example/x.npy",
@@ -171,8 +176,8 @@ def test_terminal_output_files_are_queued_or_refused_by_host(receiver: Receiver)
     assert files[1]["last_error"] == "host not in RECEIVER_DOWNLOAD_HOSTS"
 
 
-def test_metrics_count_outcomes_and_failure_reasons(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_metrics_count_outcomes_and_failure_reasons(receiver: LiveReceiver) -> None:
+    url = receiver.url
     deliver(url, prediction("m1", "succeeded"), msg_id="msg_m")
     deliver(url, prediction("m1", "succeeded"), msg_id="msg_m")
     httpx.post(f"{url}/webhooks/replicate", json={"id": "m2"})
@@ -184,6 +189,6 @@ def test_metrics_count_outcomes_and_failure_reasons(receiver: Receiver) -> None:
     assert "receiver_webhook_seconds_bucket" in text
 
 
-def test_healthz(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_healthz(receiver: LiveReceiver) -> None:
+    url = receiver.url
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "store": "ok"}

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 from receiver.db import make_engine, migrate
 from receiver.store import Delivery, Store
 from receiver.writer_process import Frames, Recorder, frame
+from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, postgres_database, prediction, read
-
-Receiver = tuple[str, Any, Any]
 
 
 def writer_processes() -> set[int]:
@@ -42,8 +40,8 @@ def test_frames_come_out_whole_whatever_the_reads_deliver() -> None:
     os.close(read_end)
 
 
-def test_a_killed_writer_process_costs_a_retry_not_a_delivery(receiver: Receiver) -> None:
-    url, _, _ = receiver
+def test_a_killed_writer_process_costs_a_retry_not_a_delivery(receiver: LiveReceiver) -> None:
+    url = receiver.url
     assert deliver(url, prediction("w1", "starting")).status_code == 200
     (old,) = writer_processes()
     os.kill(old, signal.SIGKILL)

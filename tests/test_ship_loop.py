@@ -6,11 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -19,12 +18,15 @@ from replicate.client import Client
 
 from localcog import REPO
 from localcog.loopback import free_port
+from localcog.polling import PollTimeoutError, poll
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV, run_module
 from tests.support.openapi_contract import validate
 from tests.support.receiving import READ_TOKEN
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
+
+T = TypeVar("T")
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)  # Replicate's schedule, compressed from a minute to 7.5 s
 
@@ -78,16 +80,18 @@ def collector(local: StandIn, tmp_path: Path) -> Iterator[Collector]:
         yield start
 
 
-def eventually(check: Callable[[], Any], timeout: float = 60) -> Any:
-    """Poll `check` (another process holds the state) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while (result := check()) in (None, False):
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-    return result
+def eventually(check: Callable[[], T | None], timeout: float = 60) -> T:
+    """Poll `check` (another process holds the state) until it returns something."""
+    try:
+        return poll(check, timeout, 0.05, "condition reached")
+    except PollTimeoutError:
+        raise AssertionError("condition not reached in time") from None
 
 
-def collected(url: str, prediction_id: str, status: str = "succeeded") -> dict[str, Any] | None:
+def state_with_status(
+    url: str, prediction_id: str, status: str = "succeeded"
+) -> dict[str, Any] | None:
+    """The receiver's state of the prediction once it has `status`; None before."""
     response = httpx.get(
         f"{url}/predictions/{prediction_id}", headers={"authorization": f"Bearer {READ_TOKEN}"}
     )
@@ -138,7 +142,7 @@ def test_smoke_collects_the_prediction_through_the_receiver(
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("smoke: ok, prediction ")
     prediction_id = result.stdout.split()[3]
-    state = collected(receiver.url, prediction_id)
+    state = state_with_status(receiver.url, prediction_id)
     assert state is not None
     assert [d["status"] for d in state["deliveries"]] == ["processing", "succeeded"]
     assert state["deployment"] == deployment  # Replicate's full object, not Cog's smaller one
@@ -158,7 +162,7 @@ def test_receiver_back_within_the_retry_window_still_collects(
         timeout=120,
     )
     receiver = collector(port)
-    state = eventually(lambda: collected(receiver.url, prediction_id), timeout=30)
+    state = eventually(lambda: state_with_status(receiver.url, prediction_id), timeout=30)
     outcomes = [a.outcome for a in local.attempts if a.prediction_id == prediction_id]
     assert outcomes[-1] == "200"
     assert "ConnectError" in outcomes
@@ -172,7 +176,7 @@ def test_receiver_down_past_the_retries_is_caught_up_by_reconciliation(
     receiver = collector()
     local.hold_completions = True
     prediction_id = predict(local, deployment, f"{receiver.url}/webhooks/replicate")
-    eventually(lambda: collected(receiver.url, prediction_id, "processing"))
+    eventually(lambda: state_with_status(receiver.url, prediction_id, "processing"))
     receiver.stop()
     local.release_completions()
     local.wait_until(
@@ -182,7 +186,7 @@ def test_receiver_down_past_the_retries_is_caught_up_by_reconciliation(
         timeout=30,
     )
     restarted = collector(receiver.port)
-    state = eventually(lambda: collected(restarted.url, prediction_id), timeout=30)
+    state = eventually(lambda: state_with_status(restarted.url, prediction_id), timeout=30)
     history = [(d["source"], d["status"]) for d in state["deliveries"]]
     assert history[0] == ("webhook", "processing")
     assert history[-1] == ("reconcile", "succeeded")  # fetched from the API, not delivered
@@ -199,7 +203,7 @@ def test_npy_output_file_is_fetched_from_the_standin_and_served(
     prediction_id = predict(local, deployment, webhook, output_format="npy")
 
     def stored() -> dict[str, Any] | None:
-        state = collected(receiver.url, prediction_id)
+        state = state_with_status(receiver.url, prediction_id)
         return state if state and state["files"] and state["files"][0]["state"] == "done" else None
 
     state = eventually(stored)
@@ -225,8 +229,8 @@ def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: Collecto
     api = Client(api_token=STANDIN_TOKEN, base_url=local.base_url)
     assert api.predictions.cancel(queued).status == "canceled"
     local.release_completions()
-    assert eventually(lambda: collected(receiver.url, running))
-    assert eventually(lambda: collected(receiver.url, queued, "canceled"))
+    assert eventually(lambda: state_with_status(receiver.url, running))
+    assert eventually(lambda: state_with_status(receiver.url, queued, "canceled"))
     assert local.predictions[queued]["status"] == "canceled"
 
 

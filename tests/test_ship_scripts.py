@@ -16,6 +16,7 @@ from ship.api import ShipError, raw_prediction, with_backoff
 from ship.push import pushed_version
 from standin.local import MODEL, SCHEMA
 from tests.support.commands import run_module
+from tests.support.live import LiveStandIn
 from tests.support.standin import STANDIN_TOKEN
 
 VERSION = "a" * 64
@@ -35,8 +36,9 @@ def one_line_failure(result: subprocess.CompletedProcess[str], prog: str, words:
 
 
 @pytest.fixture
-def api_env(standin: Any, schema_file: Any) -> dict[str, str]:
-    url, state = standin
+def api_env(standin: LiveStandIn, schema_file: Any) -> dict[str, str]:
+    url = standin.url
+    state = standin.memory
     state.add_version(MODEL, json.loads(SCHEMA.read_text()))
     return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": url}
 
@@ -158,8 +160,8 @@ def test_push_without_the_image_digest_fails_in_one_line(line: str) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: Any) -> None:
-    _, state = standin
+def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: LiveStandIn) -> None:
+    state = standin.memory
     api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
     version = state.versions[MODEL][0]["id"]
     state.throttled = 2
@@ -187,8 +189,10 @@ def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: A
     assert len(slept) == 3
 
 
-def test_aborted_predictions_are_read_as_raw_json(api_env: dict[str, str], standin: Any) -> None:
-    _, state = standin
+def test_aborted_predictions_are_read_as_raw_json(
+    api_env: dict[str, str], standin: LiveStandIn
+) -> None:
+    state = standin.memory
     state.put("gone", "aborted")
     api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
     assert raw_prediction(api, "gone")["status"] == "aborted"

@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from localcog import REPO
+from localcog.polling import PollTimeoutError, poll
 from tests.support.commands import CLEAN_ENV, marked
 
 
@@ -44,12 +44,14 @@ def read_banner(process: subprocess.Popen[str]) -> list[str]:
 def gone(marker: str, timeout: float = 30) -> bool:
     """Whether every process carrying `marker` has exited (a dying parent's children take a
     moment to follow it)."""
-    deadline = time.monotonic() + timeout
-    while marked(marker):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+
+    def exited() -> bool | None:
+        return None if marked(marker) else True
+
+    try:
+        return poll(exited, timeout, 0.05, f"processes marked {marker} exited")
+    except PollTimeoutError:
+        return False
 
 
 def parse_exports(lines: list[str]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -10,6 +11,8 @@ import jsonschema
 import pytest
 
 from standin.local import MODEL, SCHEMA
+from standin.memory import StandIn
+from tests.support.live import LiveStandIn
 from tests.support.loopback_http import WebhookSink
 from tests.support.openapi_contract import validate
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
@@ -18,30 +21,32 @@ AUTH = {"authorization": f"Bearer {STANDIN_TOKEN}"}
 
 
 @pytest.mark.parametrize("status", ["starting", "succeeded", "failed", "aborted"])
-def test_prediction_matches_the_schema(standin: Any, status: str) -> None:
-    url, state = standin
+def test_prediction_matches_the_schema(standin: LiveStandIn, status: str) -> None:
+    url = standin.url
+    state = standin.memory
     state.put("abc", status, output=[[0.1]] if status == "succeeded" else None)
     body = httpx.get(f"{url}/v1/predictions/abc", headers=AUTH).json()
     validate(body, "/predictions/{prediction_id}", "get")
 
 
-def test_the_contract_check_can_fail(standin: Any) -> None:
-    url, state = standin
+def test_the_contract_check_can_fail(standin: LiveStandIn) -> None:
+    url = standin.url
+    state = standin.memory
     state.put("bad", "exploded")  # not a status Replicate has
     body = httpx.get(f"{url}/v1/predictions/bad", headers=AUTH).json()
     with pytest.raises(jsonschema.ValidationError):
         validate(body, "/predictions/{prediction_id}", "get")
 
 
-def test_webhook_secret_matches_the_schema(standin: Any) -> None:
-    url, _ = standin
+def test_webhook_secret_matches_the_schema(standin: LiveStandIn) -> None:
+    url = standin.url
     body = httpx.get(f"{url}/v1/webhooks/default/secret", headers=AUTH).json()
     validate(body, "/webhooks/default/secret", "get")
     assert body == {"key": STANDIN_SECRET}
 
 
-def test_token_required_and_unknown_is_404(standin: Any) -> None:
-    url, _ = standin
+def test_token_required_and_unknown_is_404(standin: LiveStandIn) -> None:
+    url = standin.url
     assert httpx.get(f"{url}/v1/webhooks/default/secret").status_code == 401
     missing = httpx.get(f"{url}/v1/predictions/none", headers=AUTH)
     assert missing.status_code == 404
@@ -56,15 +61,24 @@ def create_deployment(url: str, name: str, version: str) -> None:
     assert response.status_code == 200
 
 
+@dataclass(frozen=True)
+class RegisteredModel:
+    """The live stand-in with MODEL's version registered, as `cog push` would leave it."""
+
+    url: str
+    memory: StandIn
+    version: str
+
+
 @pytest.fixture
-def registered(standin: Any, schema_file: Any) -> tuple[str, Any, str]:
-    url, state = standin
-    version = state.add_version(MODEL, json.loads(SCHEMA.read_text()))
-    return url, state, version
+def registered(standin: LiveStandIn, schema_file: Any) -> RegisteredModel:
+    version = standin.memory.add_version(MODEL, json.loads(SCHEMA.read_text()))
+    return RegisteredModel(url=standin.url, memory=standin.memory, version=version)
 
 
-def test_models_and_versions_match_the_schema(registered: tuple[str, Any, str]) -> None:
-    url, _, version = registered
+def test_models_and_versions_match_the_schema(registered: RegisteredModel) -> None:
+    url = registered.url
+    version = registered.version
     base = f"{url}/v1/models/{MODEL}"
     model = httpx.get(base, headers=AUTH).json()
     validate(model, "/models/{model_owner}/{model_name}", "get")
@@ -77,8 +91,9 @@ def test_models_and_versions_match_the_schema(registered: tuple[str, Any, str]) 
     assert httpx.get(f"{url}/v1/models/local/none", headers=AUTH).status_code == 404
 
 
-def test_deployments_match_the_schema(registered: tuple[str, Any, str]) -> None:
-    url, _, version = registered
+def test_deployments_match_the_schema(registered: RegisteredModel) -> None:
+    url = registered.url
+    version = registered.version
     body = {
         "name": "embed",
         "model": MODEL,
@@ -110,9 +125,10 @@ def test_deployments_match_the_schema(registered: tuple[str, Any, str]) -> None:
     ],
 )
 def test_deployment_requests_are_checked(
-    registered: tuple[str, Any, str], change: dict[str, Any], detail: str
+    registered: RegisteredModel, change: dict[str, Any], detail: str
 ) -> None:
-    url, _, version = registered
+    url = registered.url
+    version = registered.version
     body = {"name": "d", "model": MODEL, "version": version, "hardware": "cpu"}
     body |= {"min_instances": 0, "max_instances": 1, **change}
     response = httpx.post(f"{url}/v1/deployments", json=body, headers=AUTH)
@@ -120,8 +136,10 @@ def test_deployment_requests_are_checked(
     assert detail in response.json()["detail"]
 
 
-def test_deployment_predictions_match_the_schema(registered: tuple[str, Any, str]) -> None:
-    url, state, version = registered
+def test_deployment_predictions_match_the_schema(registered: RegisteredModel) -> None:
+    url = registered.url
+    state = registered.memory
+    version = registered.version
     create_deployment(url, "p", version)
     path = "/deployments/{deployment_owner}/{deployment_name}/predictions"
     created = httpx.post(
@@ -151,9 +169,10 @@ def test_deployment_predictions_match_the_schema(registered: tuple[str, Any, str
     ],
 )
 def test_prediction_requests_are_checked_against_the_version(
-    registered: tuple[str, Any, str], body: Any, detail: str
+    registered: RegisteredModel, body: Any, detail: str
 ) -> None:
-    url, _, version = registered
+    url = registered.url
+    version = registered.version
     create_deployment(url, "q", version)
     response = httpx.post(f"{url}/v1/deployments/local/q/predictions", json=body, headers=AUTH)
     assert response.status_code == 422
@@ -161,9 +180,11 @@ def test_prediction_requests_are_checked_against_the_version(
 
 
 def test_a_prediction_cog_never_finishes_is_canceled_at_the_deadline(
-    registered: tuple[str, Any, str], sink: WebhookSink
+    registered: RegisteredModel, sink: WebhookSink
 ) -> None:
-    url, state, version = registered
+    url = registered.url
+    state = registered.memory
+    version = registered.version
     state.cog_url = sink.url  # takes the prediction (any POST gets 200) and never calls back
     state.deadline_seconds = 0.2
     create_deployment(url, "slow", version)

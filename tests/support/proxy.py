@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from localcog.loopback import free_port
+from localcog.polling import PollTimeoutError, poll
 
 INSTALL_HINT = "caddy is not installed: run `make test-services` (or `apt-get install -y caddy`)"
 
@@ -65,18 +65,25 @@ https://127.0.0.1:{https_port} {{
 
 def _wait_ready(caddy: Caddy, timeout: float = 30) -> None:
     """Ready once its CA exists and a TLS handshake verified against it gets an answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if caddy.process.poll() is not None:
-            raise RuntimeError(f"caddy exited: {caddy.log.read_text()[-2000:]}")
-        if caddy.root_cert.exists():
-            try:
-                httpx.get(f"{caddy.url}/healthz", verify=caddy.tls(), timeout=2)
-                return
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    raise RuntimeError(f"caddy not ready in {timeout} s: {caddy.log.read_text()[-2000:]}")
+    try:
+        poll(lambda: _answering(caddy), timeout, 0.05, "caddy ready")
+    except PollTimeoutError:
+        raise RuntimeError(
+            f"caddy not ready in {timeout} s: {caddy.log.read_text()[-2000:]}"
+        ) from None
+
+
+def _answering(caddy: Caddy) -> bool | None:
+    """True once a verified TLS handshake gets an answer; None while not yet (for `poll`)."""
+    if caddy.process.poll() is not None:
+        raise RuntimeError(f"caddy exited: {caddy.log.read_text()[-2000:]}")
+    if not caddy.root_cert.exists():
+        return None
+    try:
+        httpx.get(f"{caddy.url}/healthz", verify=caddy.tls(), timeout=2)
+    except httpx.TransportError:
+        return None
+    return True
 
 
 @contextmanager

@@ -1,0 +1,47 @@
+"""What every route needs, kept on `app.state` and handed to routes as a FastAPI dependency.
+
+One `AppContext` per app (no module globals): tests build several apps in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from receiver.metrics import Metrics
+from receiver.refusals import RefusalLog
+from receiver.settings import Settings
+from receiver.store import Store
+from receiver.writer import Writer
+
+
+class RefusedError(Exception):
+    """An answer other than 2xx, with a reason the sender may read."""
+
+    def __init__(self, status: int, reason: str, **headers: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    keys: list[bytes]
+    store: Store
+    writer: Writer
+    metrics: Metrics
+    refusals: RefusalLog
+    clock: Callable[[], float]
+
+
+def app_context(request: Request) -> AppContext:
+    context: AppContext = request.app.state.context
+    return context
+
+
+Context = Annotated[AppContext, Depends(app_context)]

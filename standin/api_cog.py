@@ -1,0 +1,42 @@
+"""Routes Replicate does not have, for Cog to talk back: its webhooks and its file uploads.
+
+They sit outside /v1 and need no API token, as Cog knows none. Uploaded files are served again
+from `GET /files/{key}/{name}`, as replicate.delivery serves a prediction's output files.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+
+from fastapi import APIRouter, Request, Response
+
+from standin.api_common import Dispatch, Memory, json_body
+from standin.memory import not_found
+
+router = APIRouter()
+
+
+@router.post("/_cog/{prediction_id}")
+async def from_cog(dispatcher: Dispatch, prediction_id: str, request: Request) -> Response:
+    update = await json_body(request)
+    if isinstance(update, dict):
+        dispatcher.from_cog(prediction_id, update)
+    return Response(status_code=200)
+
+
+@router.put("/_uploads/{name}")
+async def upload(memory: Memory, name: str, request: Request) -> Response:
+    key = uuid.uuid4().hex
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    memory.files[key] = (await request.body(), content_type)
+    location = f"{memory.base_url}/files/{key}/{name}"
+    return Response(status_code=201, headers={"Location": location})
+
+
+@router.get("/files/{key}/{name}")
+def download(memory: Memory, key: str, name: str) -> Response:
+    if key not in memory.files:
+        raise not_found("File")
+    content, content_type = memory.files[key]
+    return Response(content, media_type=content_type)

@@ -1,0 +1,104 @@
+"""The stand-in's predictions: created through a deployment, read, canceled; the webhook secret.
+
+A new prediction is queued on the dispatcher (when a Cog server is configured) and, if it
+names a webhook, subscribed on the dispatcher's sender, as Replicate would deliver its events.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+import jsonschema
+from fastapi import APIRouter, Request
+
+from standin.api_common import Dispatch, Memory, json_body, version_of
+from standin.api_deployments import deployment_of
+from standin.memory import ProblemError, StandIn, not_found, now_iso
+from standin.webhooks import EVENTS
+
+PREDICTION_FIELDS = {"input", "stream", "webhook", "webhook_events_filter"}
+
+router = APIRouter(prefix="/v1")
+
+
+def new_prediction_id() -> str:
+    """An id in the shape of Replicate's (26 lower-case base32 characters)."""
+    return base64.b32encode(os.urandom(16)).decode().lower().rstrip("=")[:26]
+
+
+def check_prediction_request(body: Any, version: dict[str, Any]) -> None:
+    """Refuse a prediction request Replicate would refuse; the input is checked by its schema."""
+    if not isinstance(body, dict):
+        raise ProblemError(422, "Invalid request", "the body must be a JSON object")
+    if unknown := set(body) - PREDICTION_FIELDS:
+        raise ProblemError(422, "Invalid request", f"unknown fields: {', '.join(sorted(unknown))}")
+    webhook = body.get("webhook")
+    if webhook is not None and (
+        not isinstance(webhook, str) or not webhook.startswith(("https://", "http://"))
+    ):
+        raise ProblemError(422, "Invalid request", "webhook must be an http(s) URL")
+    events = body.get("webhook_events_filter", list(EVENTS))
+    if not isinstance(events, list) or not set(events) <= set(EVENTS):
+        raise ProblemError(422, "Invalid request", f"webhook_events_filter: a list of {EVENTS}")
+    schema = version["openapi_schema"]
+    input_schema = {**schema["components"]["schemas"]["Input"], "components": schema["components"]}
+    try:
+        jsonschema.validate(body.get("input"), input_schema)
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "input"
+        raise ProblemError(422, "Invalid input", f"{where}: {exc.message}") from exc
+
+
+def prediction_of(memory: StandIn, prediction_id: str) -> dict[str, Any]:
+    """The prediction `prediction_id`, or Replicate's 404 problem."""
+    found = memory.predictions.get(prediction_id)
+    if found is None:
+        raise not_found(f"Prediction {prediction_id}")
+    return found
+
+
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201)
+async def create_prediction(
+    memory: Memory, dispatcher: Dispatch, owner: str, name: str, request: Request
+) -> dict[str, Any]:
+    current = deployment_of(memory, owner, name)["current_release"]
+    body = await json_body(request)
+    check_prediction_request(body, version_of(memory, current["model"], current["version"]))
+    pid = new_prediction_id()
+    prediction = memory.put(
+        pid,
+        "starting",
+        model=current["model"],
+        version=current["version"],
+        input=body["input"],
+        created_at=now_iso(),
+        deployment=f"{owner}/{name}",
+    )
+    if body.get("webhook"):
+        events = body.get("webhook_events_filter", list(EVENTS))
+        dispatcher.sender.subscribe(pid, body["webhook"], events, memory.retry_delays)
+    if memory.cog_url is not None:
+        dispatcher.queue.put_nowait(pid)
+    memory.touched()
+    return prediction
+
+
+@router.get("/predictions/{prediction_id}")
+def get_prediction(memory: Memory, prediction_id: str) -> dict[str, Any]:
+    return prediction_of(memory, prediction_id)
+
+
+@router.post("/predictions/{prediction_id}/cancel")
+async def cancel_prediction(
+    memory: Memory, dispatcher: Dispatch, prediction_id: str
+) -> dict[str, Any]:
+    prediction_of(memory, prediction_id)
+    await dispatcher.cancel(prediction_id)
+    return prediction_of(memory, prediction_id)
+
+
+@router.get("/webhooks/default/secret")
+def webhook_secret(memory: Memory) -> dict[str, str]:
+    return {"key": memory.secret}
