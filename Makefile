@@ -66,7 +66,7 @@ test-services: ## Start PostgreSQL if it is down and install Caddy if missing (w
 	@./scripts/test-services.sh
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT
-	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m localcog.server --port $(PORT)
+	MODEL_DTYPE=$(MODEL_DTYPE) $(BIN)/python -m localcog.serve --port $(PORT)
 
 receiver: $(STAMP) ## Serve the webhook receiver on 127.0.0.1:RECEIVER_PORT (settings: README)
 	$(BIN)/python -m receiver serve --port $(RECEIVER_PORT)

@@ -39,7 +39,10 @@ class AppContext:
     clock: Callable[[], float]
 
 
-def app_context(request: Request) -> AppContext:
+async def app_context(request: Request) -> AppContext:
+    """async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hop that
+    cost the webhook handler a third of its throughput (make bench-receiver: 0.60x of the
+    baseline with it, 0.81-0.85x without)."""
     context: AppContext = request.app.state.context
     return context
 

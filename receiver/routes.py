@@ -103,8 +103,8 @@ async def webhook(request: Request, ctx: Context) -> JSONResponse:
     return JSONResponse(answer)
 
 
-def reader(request: Request, ctx: Context) -> None:
-    """Bearer token for the read API, compared in constant time."""
+async def reader(request: Request, ctx: Context) -> None:
+    """Bearer token for the read API, compared in constant time (async: no thread-pool hop)."""
     configured = ctx.settings.receiver_api_token
     if configured is None:
         raise RefusedError(403, "read API disabled: set RECEIVER_API_TOKEN")

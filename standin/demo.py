@@ -28,7 +28,7 @@ from localcog.server import CogServerError
 from ship.api import TERMINAL
 from ship.smoke import TEXTS
 from standin.local import clean_env
-from standin.stack import DATA, DEPLOYMENT, StackError, local_stack
+from standin.stack import DEPLOYMENT, StackError, add_data_dir_argument, local_stack
 
 T = TypeVar("T")
 MORE_INPUTS: list[dict[str, Any]] = [
@@ -147,12 +147,7 @@ def run(stack: ExitStack, data_dir: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m standin.demo", description=__doc__)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DATA,
-        help="where the receiver's store, its files and the logs go (default: data/local/)",
-    )
+    add_data_dir_argument(parser)
     args = parser.parse_args()
     stop_on_signals()
     try:

@@ -120,6 +120,16 @@ def describe(stack: LocalStack) -> str:
     )
 
 
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """`--data-dir`, shared by `make stack` and `make demo`."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA,
+        help="where the receiver's store, its files and the logs go (default: data/local/)",
+    )
+
+
 def run_until_stopped(stack: LocalStack) -> NoReturn:
     """Block until Ctrl-C or SIGTERM; a receiver that dies on its own is an error."""
     returncode = stack.receiver.process.wait()
@@ -128,12 +138,7 @@ def run_until_stopped(stack: LocalStack) -> NoReturn:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m standin.stack", description=__doc__)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DATA,
-        help="where the receiver's store, its files and the logs go (default: data/local/)",
-    )
+    add_data_dir_argument(parser)
     args = parser.parse_args()
     stop_on_signals()
     try:

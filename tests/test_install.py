@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from localcog import REPO
-from tests.support.commands import CLEAN_ENV
+from tests.support.commands import CLEAN_ENV, repository_files
 
 
 def requirement_lines(name: str) -> set[str]:
@@ -20,13 +20,7 @@ def build_wheel(tmp_path: Path) -> Path:
     """Build from a copy of the files git would commit (a clone, plus uncommitted work), so
     nothing ignored (the venv, weights, build leftovers) helps, and this tree gets no build/."""
     source = tmp_path / "clone"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = repository_files()
     for name in listed:
         if (REPO / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import subprocess
 from pathlib import Path
 
 import cog
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from localcog import REPO
+from tests.support.commands import repository_files
 
 DATA = Path(__file__).parent / "data"
 
@@ -106,13 +106,7 @@ def test_dockerignore_keeps_non_model_parts_out_of_the_image() -> None:
     assert [p for p in out if not dockerignored(p, patterns)] == []
     assert [p for p in kept if dockerignored(p, patterns)] == []
     # Whatever the repository gains later stays out unless the model needs it.
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    listed = repository_files()
     in_image = {p for p in listed if not dockerignored(p, patterns)}
     model = {"cog.yaml", "predict.py", "requirements.txt", ".dockerignore"}
     assert {p for p in in_image if not p.startswith(("embedder/", "weights/"))} == model

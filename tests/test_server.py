@@ -282,14 +282,14 @@ def test_cog_server_on_a_busy_port_says_so(busy_port: int, tmp_path: Path) -> No
 def serve(
     port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False
 ) -> tuple[int, str, str]:
-    """`python -m localcog.server` as `make serve` runs it: its exit code, stdout and stderr.
+    """`python -m localcog.serve` as `make serve` runs it: its exit code, stdout and stderr.
 
     With `interrupt`, it gets SIGINT (a terminal's Ctrl-C) once it says it is ready."""
     marker = uuid.uuid4().hex
     stdout = tmp_path / "serve.out"
     with stdout.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "localcog.server", "--port", str(port)],
+            [sys.executable, "-m", "localcog.serve", "--port", str(port)],
             cwd=REPO,
             env={**CLEAN_ENV, **env, "SERVE_TEST_MARKER": marker},
             stdout=out,

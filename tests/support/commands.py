@@ -37,3 +37,15 @@ def marked(marker: str) -> list[int]:
         except OSError:  # gone, or not ours to read
             continue
     return found
+
+
+def repository_files() -> list[str]:
+    """Every file a commit would hold now: tracked, or new and not ignored."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
