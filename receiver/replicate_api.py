@@ -3,6 +3,9 @@
 The client honours REPLICATE_API_TOKEN and REPLICATE_BASE_URL, so the receiver can be pointed at
 a local stand-in. Predictions are fetched as raw JSON: replicate 1.0.7 raises a validation error
 on the status `aborted`, which is exactly the kind of state reconciliation must not lose.
+
+`ship/api.py` does the same job for the ship scripts (its raw prediction GET is this one's
+twin). The repetition is deliberate: the receiver ships on its own and imports nothing else.
 """
 
 from __future__ import annotations

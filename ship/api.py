@@ -7,6 +7,9 @@ Replicate or the local stand-in. Its known gaps are handled here, once:
 - 1.0.7 fails to parse a prediction whose status is `aborted`: predictions are read as raw JSON;
 - `prediction.wait()` has no deadline: callers poll with one.
 Every failure becomes a `ShipError` whose message is one readable line.
+
+`receiver/replicate_api.py` does the same job for the receiver, deliberately apart: the
+receiver ships on its own and imports nothing from the rest of the repository.
 """
 
 from __future__ import annotations
