@@ -3,8 +3,11 @@
 Both servers run as their own process (uvicorn, one worker) and get the same load from this
 process: pre-signed, realistic Replicate deliveries (a start event, then a completed event
 carrying embeddings) with unique webhook-ids, sent over keep-alive loopback connections by a
-lean asyncio client. Afterwards every 2xx our receiver gave is looked up in its store: a delivery
-acknowledged but not stored counts as lost.
+lean asyncio client. Two loads: as fast as the server answers (throughput), then a fixed offered
+rate below both sides' capacity (latency not inflated by queueing at saturation). The same client
+against a no-op server (`bench/noop_server.py`) shows its own ceiling in the same run. Afterwards
+every 2xx our receiver gave is looked up in its store: a delivery acknowledged but not stored
+counts as lost.
 """
 
 from __future__ import annotations
@@ -66,6 +69,20 @@ def deliveries_for(count: int, host: str) -> tuple[list[bytes], list[str]]:
     return requests, ids
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    """Send one request, read its whole response; return the status code."""
+    writer.write(request)
+    status_line = await reader.readline()
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return int(status_line.split()[1])
+
+
 async def _connection(
     port: int,
     queue: asyncio.Queue[int],
@@ -76,15 +93,35 @@ async def _connection(
     while not queue.empty():
         index = queue.get_nowait()
         start = time.perf_counter()
-        writer.write(requests[index])
-        status_line = await reader.readline()
-        length = 0
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await reader.readexactly(length)
-        results.append((index, int(status_line.split()[1]), time.perf_counter() - start))
+        status = await _exchange(reader, writer, requests[index])
+        results.append((index, status, time.perf_counter() - start))
     writer.close()
+
+
+async def _paced_connection(
+    port: int, lane: int, rate: float, start: float, requests: list[bytes]
+) -> list[tuple[int, int, float]]:
+    """Every CONCURRENCY-th request from `lane`, each sent at its due time (or at once when
+    late); latency counts from the due time, so a server that falls behind shows it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    results = []
+    for index in range(lane, len(requests), CONCURRENCY):
+        due = start + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        status = await _exchange(reader, writer, requests[index])
+        results.append((index, status, time.perf_counter() - due))
+    writer.close()
+    return results
+
+
+async def _paced_load(
+    port: int, requests: list[bytes], rate: float
+) -> list[tuple[int, int, float]]:
+    start = time.perf_counter() + 0.1  # every connection open before the first is due
+    lanes = [_paced_connection(port, lane, rate, start, requests) for lane in range(CONCURRENCY)]
+    return [result for lane in await asyncio.gather(*lanes) for result in lane]
 
 
 async def _load(port: int, requests: list[bytes]) -> tuple[list[tuple[int, int, float]], float]:
@@ -118,25 +155,41 @@ def serve(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
     raise SystemExit(f"bench: {command[2]} did not start; see {log}")
 
 
-def measure(command: list[str], env: dict[str, str], count: int, log: Path) -> dict[str, float]:
+def _percentile(latencies: list[float], fraction: float) -> float:
+    """In milliseconds, from sorted seconds."""
+    return latencies[int(fraction * (len(latencies) - 1))] * 1e3
+
+
+def measure(
+    command: list[str], env: dict[str, str], count: int, rate: float, log: Path
+) -> dict[str, float]:
+    """Throughput at saturation, then latency at `rate` deliveries/s, on one server process."""
     port = free_port()
     command = [*command, "--port", str(port)]
     process = serve(command, env, port, log)
+    host = f"127.0.0.1:{port}"
     try:
-        warm, _ = deliveries_for(200, f"127.0.0.1:{port}")
+        warm, _ = deliveries_for(200, host)
         asyncio.run(_load(port, warm))
-        requests, ids = deliveries_for(count, f"127.0.0.1:{port}")
+        requests, ids = deliveries_for(count, host)
         results, seconds = asyncio.run(_load(port, requests))
+        paced_requests, paced_ids = deliveries_for(count // 2, host)
+        paced = asyncio.run(_paced_load(port, paced_requests, rate))
     finally:
         process.terminate()
         process.wait()
     latencies = sorted(r[2] for r in results)
+    paced_latencies = sorted(r[2] for r in paced)
+    acked = [ids[r[0]] for r in results if r[1] == 200]
+    acked += [paced_ids[r[0]] for r in paced if r[1] == 200]
     return {
         "rate": len(results) / seconds,
-        "p50": statistics.median(latencies) * 1e3,
-        "p99": latencies[int(0.99 * (len(latencies) - 1))] * 1e3,
-        "ok": sum(1 for r in results if r[1] == 200),
-        "acked_ids": [ids[r[0]] for r in results if r[1] == 200],  # type: ignore[dict-item]
+        "p50": _percentile(latencies, 0.5),
+        "p99": _percentile(latencies, 0.99),
+        "paced_p50": _percentile(paced_latencies, 0.5),
+        "paced_p99": _percentile(paced_latencies, 0.99),
+        "ok": sum(1 for r in results + paced if r[1] == 200),
+        "acked_ids": acked,  # type: ignore[dict-item]
     }
 
 
@@ -148,7 +201,9 @@ def lost(database_url: str, acked: list[str]) -> int:
     return len(set(acked) - stored)
 
 
-def compare(store: str, database_url: str, count: int, rounds: int, workdir: Path) -> None:
+def compare(
+    store: str, database_url: str, count: int, rounds: int, rate: float, workdir: Path
+) -> None:
     env = {
         "REPLICATE_WEBHOOK_SECRET": SECRET,
         "RECEIVER_DATABASE_URL": database_url,
@@ -163,44 +218,62 @@ def compare(store: str, database_url: str, count: int, rounds: int, workdir: Pat
         "warning",
     ]
     ours_cmd = [sys.executable, "-m", "receiver", "serve"]
-    base_runs, ours_runs, missing = [], [], 0
-    for i in range(rounds):  # alternate: this machine's drift hits both sides
-        base_runs.append(measure(baseline_cmd, env, count, workdir / f"baseline-{store}-{i}.log"))
-        ours = measure(ours_cmd, env, count, workdir / f"ours-{store}-{i}.log")
+    noop_cmd = [sys.executable, "-m", "bench.noop_server"]
+    noop_runs, base_runs, ours_runs, missing = [], [], [], 0
+    for i in range(rounds):  # alternate: this machine's drift hits every side
+        log = workdir / f"{store}-{i}"
+        noop_runs.append(measure(noop_cmd, env, count, rate, log.with_suffix(".noop.log")))
+        base_runs.append(measure(baseline_cmd, env, count, rate, log.with_suffix(".base.log")))
+        ours = measure(ours_cmd, env, count, rate, log.with_suffix(".ours.log"))
         missing += lost(database_url, ours.pop("acked_ids"))  # type: ignore[arg-type]
         ours_runs.append(ours)
-    base, ours = _median(base_runs), _median(ours_runs)
+    noop = _median(noop_runs)
+    base = _median(base_runs)
+    ours = _median(ours_runs)
     print(
         f"[receiver/{store}] {count} signed deliveries x {rounds} alternating rounds (medians), "
-        f"{CONCURRENCY} keep-alive connections"
+        f"{CONCURRENCY} keep-alive connections; then {count // 2} at {rate:.0f}/s offered"
     )
     for name, r in (
+        ("ceiling   this client vs a no-op server", noop),
         ("baseline  standardwebhooks verify only", base),
         ("ours      verify + durable store", ours),
     ):
-        print(f"  {name:<38} {r['rate']:7.0f}/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms")
+        print(
+            f"  {name:<40} {r['rate']:7.0f}/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms"
+            f"  | at {rate:.0f}/s: p50 {r['paced_p50']:6.2f} ms  p99 {r['paced_p99']:6.2f} ms"
+        )
     print(
         f"  ratio     throughput {ours['rate'] / base['rate']:.2f}x (goal >= 0.7x), "
         f"p99 {ours['p99'] / base['p99']:.2f}x (goal <= 2x), "
+        f"p99 at {rate:.0f}/s {ours['paced_p99'] / base['paced_p99']:.2f}x, "
         f"lost {missing} of {sum(int(r['ok']) for r in ours_runs)} acknowledged (goal 0)"
+    )
+    print(
+        f"  ceiling   baseline at {base['rate'] / noop['rate']:.0%} of the client's ceiling, "
+        f"ours at {ours['rate'] / noop['rate']:.0%}"
     )
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in runs) for key in ("rate", "p50", "p99", "ok")}
+    keys = ("rate", "p50", "p99", "paced_p50", "paced_p99", "ok")
+    return {key: statistics.median(r[key] for r in runs) for key in keys}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deliveries", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rate", type=float, default=1000, help="offered deliveries/s for the latency load"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as work:
         workdir = Path(work)
         sqlite_url = f"sqlite:///{workdir / 'receiver.db'}"
-        compare("sqlite", sqlite_url, args.deliveries, args.rounds, workdir)
+        compare("sqlite", sqlite_url, args.deliveries, args.rounds, args.rate, workdir)
         with postgres_database() as url:
-            compare("postgresql", url, args.deliveries, args.rounds, workdir)
+            compare("postgresql", url, args.deliveries, args.rounds, args.rate, workdir)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 from replicate.client import Client
 
-from localcog import REPO
 from localcog.loopback import free_port
 from localcog.polling import PollTimeoutError, poll
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from standin.memory import StandIn
-from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.commands import CLEAN_ENV, run_make, run_module
 from tests.support.openapi_contract import validate
 from tests.support.receiving import READ_TOKEN
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
@@ -245,15 +244,7 @@ def test_make_deploy_and_smoke_run_the_same_scripts(local: StandIn, collector: C
         "RECEIVER_URL": receiver.url,
         "RECEIVER_API_TOKEN": READ_TOKEN,
     }
-    result = subprocess.run(
-        ["make", "--no-print-directory", "deploy", "smoke"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_make("deploy", "smoke", env=env)
     assert result.returncode == 0, result.stderr
     assert "deployment local/make created: release 1" in result.stdout
     assert "smoke: ok, prediction " in result.stdout

@@ -19,7 +19,7 @@ import pytest
 
 from localcog import REPO
 from localcog.polling import PollTimeoutError, poll
-from tests.support.commands import CLEAN_ENV, marked
+from tests.support.commands import CLEAN_ENV, marked, run_make
 
 
 @dataclass
@@ -106,15 +106,7 @@ def test_stack_prints_what_the_ship_scripts_need(stack: RunningStack) -> None:
 def test_make_deploy_smoke_in_another_shell_then_ctrl_c_stops_everything(
     stack: RunningStack, tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        ["make", "--no-print-directory", "deploy", "smoke"],
-        cwd=REPO,
-        env={**CLEAN_ENV, **stack.exports},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = run_make("deploy", "smoke", env={**CLEAN_ENV, **stack.exports})
     assert result.returncode == 0, result.stderr
     assert "deployment local/embeddings created: release 1" in result.stdout
     assert "smoke: ok, prediction " in result.stdout

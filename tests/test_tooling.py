@@ -17,7 +17,7 @@ import yaml
 
 from localcog import REPO
 from localcog import schema as cog_schema
-from tests.support.commands import marked
+from tests.support.commands import marked, run_make
 
 
 def test_schema_is_generated_from_the_runner_in_cogs_layout(schema_file: Path) -> None:
@@ -36,13 +36,9 @@ def test_schema_is_generated_from_the_runner_in_cogs_layout(schema_file: Path) -
 
 
 def test_make_help_lists_every_target() -> None:
-    out = subprocess.run(
-        ["make", "--no-print-directory", "help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = run_make("help")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     for target in [
         "setup",
         "weights",
@@ -110,20 +106,8 @@ def test_targets_that_need_cog_and_docker_say_so_in_one_line(target: str, tmp_pa
     # No cog and no docker on this PATH: only what the Makefile itself runs.
     for tool in ("python3", "make", "sh"):
         (tmp_path / tool).symlink_to(shutil.which(tool) or tool)
-    result = subprocess.run(
-        ["make", "--no-print-directory", target],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "PATH": str(tmp_path),
-            "MODEL": "acme/embed",
-            "REPLICATE_API_TOKEN": "x",
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {**os.environ, "PATH": str(tmp_path), "MODEL": "acme/embed", "REPLICATE_API_TOKEN": "x"}
+    result = run_make(target, env=env, timeout=120)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     ours = [line for line in result.stderr.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]
@@ -149,13 +133,9 @@ def test_ship_workflow_runs_the_make_targets() -> None:
         "RECEIVER_API_TOKEN",
     ):
         assert name in env
-    dry = subprocess.run(
-        ["make", "--no-print-directory", "-n", "push", "deploy", "smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    result = run_make("-n", "push", "deploy", "smoke")
+    assert result.returncode == 0, result.stderr
+    dry = result.stdout
     for script in ("ship.push", "ship.deploy", "ship.smoke"):
         assert f"python -m {script}" in dry
 

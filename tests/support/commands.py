@@ -27,6 +27,21 @@ def run_module(
     )
 
 
+def run_make(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`make ARGS` in the repository; `env` is the whole environment (default: CLEAN_ENV)."""
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=REPO,
+        env=CLEAN_ENV if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def marked(marker: str) -> list[int]:
     """Processes whose environment carries `marker`: whatever a command started and left behind."""
     found = []
