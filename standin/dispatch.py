@@ -25,6 +25,7 @@ class Dispatcher:
         self.sender = sender
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.done: dict[str, asyncio.Event] = {}
+        self.accepted: set[str] = set()  # predictions the model took: they have started
         self.http = httpx.AsyncClient(timeout=30)
 
     async def run(self) -> None:
@@ -40,6 +41,7 @@ class Dispatcher:
             except TimeoutError:  # Cog went silent: end it as Replicate does at the deadline
                 self.apply(prediction_id, {"status": "canceled", "error": "deadline reached"})
             del self.done[prediction_id]
+            self.accepted.discard(prediction_id)
 
     async def _start(self, prediction: dict[str, Any]) -> None:
         pid = prediction["id"]
@@ -60,6 +62,8 @@ class Dispatcher:
             return
         if response.status_code >= 400:
             self.apply(pid, {"status": "failed", "error": f"model refused: {response.text}"})
+        else:
+            self.accepted.add(pid)
 
     def from_cog(self, prediction_id: str, update: dict[str, Any]) -> None:
         """A webhook from Cog; terminal ones wait while the stand-in holds completions."""
@@ -90,6 +94,11 @@ class Dispatcher:
             events.append("output")
         if prediction["logs"] != before["logs"] and status not in TERMINAL:
             events.append("logs")
+        if status in TERMINAL and "started_at" not in prediction and prediction_id in self.accepted:
+            # Cog sends its webhooks concurrently: its `processing` may come after its terminal
+            # one, or not at all. The model did start, and Replicate says so first.
+            prediction["started_at"] = now_iso()
+            events.append("start")
         if status in TERMINAL:
             prediction["completed_at"] = now_iso()
             prediction.setdefault("started_at", prediction["completed_at"])
