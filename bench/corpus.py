@@ -69,7 +69,8 @@ def _words() -> list[str]:
 
 def mixed_texts(count: int, tokenizer: Tokenizer, seed: int = 0) -> list[str]:
     """`count` texts whose token lengths are log-uniform between 4 and 250."""
-    words, rng = _words(), random.Random(seed)
+    words = _words()
+    rng = random.Random(seed)
     texts = []
     while len(texts) < count:
         target = round(math.exp(rng.uniform(math.log(4), math.log(250))))

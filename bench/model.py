@@ -31,7 +31,8 @@ from localcog.server import cog_server
 
 PEAK_BF16_FLOPS = 800e12  # the H100/H200 dense bf16 figure the issue names
 BOOT_TIMEOUT = 300
-OURS, NAIVE = "predict.py:Runner", "bench/naive_predict.py:Runner"
+OURS = "predict.py:Runner"
+NAIVE = "bench/naive_predict.py:Runner"
 
 
 def flops_per_text(length: int) -> float:
@@ -61,7 +62,8 @@ def throughput(device: torch.device, count: int, runs: int) -> None:
     ours.embed(texts[:64])
     reference.encode(texts[:64], batch_size=32)
 
-    base_s, ours_s = [], []
+    base_s = []
+    ours_s = []
     for _ in range(runs):  # alternate: drift hits both sides
         base_s.append(best_of(1, lambda: reference.encode(texts, batch_size=32)))
         ours_s.append(best_of(1, lambda: ours.embed(texts)))
@@ -69,7 +71,8 @@ def throughput(device: torch.device, count: int, runs: int) -> None:
     got = ours.embed(texts)
     norms = np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1)
     worst = float(((got * expected).sum(1) / norms).min())
-    base_rate, ours_rate = count / min(base_s), count / min(ours_s)
+    base_rate = count / min(base_s)
+    ours_rate = count / min(ours_s)
     print(
         f"[{device.type}] {count} texts, {min(lengths)}-{max(lengths)} tokens "
         f"(mean {statistics.mean(lengths):.0f}), best of {runs}"
@@ -108,7 +111,8 @@ def serve_and_predict(runner: str, log: Path, texts: list[str]) -> tuple[float, 
 
 def through_cog(count: int, runs: int) -> None:
     texts = mixed_texts(count, load_tokenizer(REPO / "weights"))
-    ours, naive = [], []
+    ours = []
+    naive = []
     with tempfile.TemporaryDirectory(prefix="bench-boot-") as logs:
         log_dir = Path(logs)
         for i in range(runs):  # alternate: drift hits both sides

@@ -28,10 +28,10 @@ from sqlalchemy import select
 
 from localcog import REPO
 from localcog.loopback import free_port
+from localcog.postgres import scratch_database
 from receiver.db import make_engine
 from receiver.signature import decode_secret, sign
 from receiver.tables import deliveries
-from tests.support.receiving import postgres_database
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CONCURRENCY = 16
@@ -39,9 +39,11 @@ CONCURRENCY = 16
 
 def deliveries_for(count: int, host: str) -> tuple[list[bytes], list[str]]:
     """`count` raw HTTP requests: alternating start and completed events of count/2 predictions."""
-    key, now = decode_secret(SECRET), str(int(time.time()))
+    key = decode_secret(SECRET)
+    now = str(int(time.time()))
     vectors = [[round(0.001 * (i % 997) - 0.5, 6) for i in range(384)] for _ in range(2)]
-    requests, ids = [], []
+    requests = []
+    ids = []
     for i in range(count):
         pid = f"bench{i // 2:07d}"
         body = {
@@ -219,7 +221,10 @@ def compare(
     ]
     ours_cmd = [sys.executable, "-m", "receiver", "serve"]
     noop_cmd = [sys.executable, "-m", "bench.noop_server"]
-    noop_runs, base_runs, ours_runs, missing = [], [], [], 0
+    noop_runs = []
+    base_runs = []
+    ours_runs = []
+    missing = 0
     for i in range(rounds):  # alternate: this machine's drift hits every side
         log = workdir / f"{store}-{i}"
         noop_runs.append(measure(noop_cmd, env, count, rate, log.with_suffix(".noop.log")))
@@ -272,7 +277,7 @@ def main() -> None:
         workdir = Path(work)
         sqlite_url = f"sqlite:///{workdir / 'receiver.db'}"
         compare("sqlite", sqlite_url, args.deliveries, args.rounds, args.rate, workdir)
-        with postgres_database() as url:
+        with scratch_database() as url:
             compare("postgresql", url, args.deliveries, args.rounds, args.rate, workdir)
 
 

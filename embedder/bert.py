@@ -95,7 +95,8 @@ class Bert:
     def __call__(self, input_ids: Tensor, mask: Tensor) -> Tensor:
         """input_ids, mask [batch, length] (mask True on real tokens) -> [batch, length, hidden]."""
         batch, length = input_ids.shape
-        hidden, heads = self.config.hidden_size, self.config.num_heads
+        hidden = self.config.hidden_size
+        heads = self.config.num_heads
         eps = self.config.layer_norm_eps
         x = F.embedding(input_ids, self.word) + self.position[:length]
         x = F.layer_norm(x, (hidden,), *self.embed_ln, eps)

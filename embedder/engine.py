@@ -65,7 +65,8 @@ class Embedder:
     """all-MiniLM-L6-v2 loaded from a weights folder onto one device, in one dtype."""
 
     def __init__(self, weights_dir: Path, device: torch.device, dtype: torch.dtype) -> None:
-        self.device, self.dtype = device, dtype
+        self.device = device
+        self.dtype = dtype
         self.tokenizer = load_tokenizer(weights_dir)
         config = BertConfig.from_json(json.loads((weights_dir / "config.json").read_text()))
         self.model = Bert(load_file(weights_dir / "model.safetensors"), config, device, dtype)

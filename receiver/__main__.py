@@ -20,7 +20,7 @@ import httpx
 from pydantic import ValidationError
 
 from receiver.settings import Settings, SettingsError, signing_keys
-from receiver.signature import PREFIX, sign
+from receiver.signature import PREFIX, signed_headers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SECRET_BYTES = 32  # Replicate's own secrets decode to 24 bytes; ours accept 24-64
@@ -167,13 +167,9 @@ def send_test(url: str, prediction_id: str | None = None) -> None:
             "metrics": {"predict_time": 0.01},
         }
     ).encode()
-    msg_id, timestamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": timestamp,
-        "webhook-signature": sign(key, msg_id, timestamp, body),
-    }
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    timestamp = str(int(time.time()))
+    headers = signed_headers(key, msg_id, timestamp, body)
     try:
         response = httpx.post(url, content=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:

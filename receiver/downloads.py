@@ -23,7 +23,7 @@ import httpx
 
 from receiver.rules import host_allowed
 from receiver.settings import Settings
-from receiver.store import Job, Store
+from receiver.store import Job, Store, StoredFile
 
 LEASE_SECONDS = 600.0
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -68,14 +68,13 @@ def target(root: Path, job: Job, content_type: str) -> Path:
     return path
 
 
-def fetch(
-    job: Job, root: Path, hosts: list[str], client: httpx.Client
-) -> tuple[Path, str, int, str]:
-    """Store one file; return (path, sha256, size, content type)."""
+def fetch(job: Job, root: Path, hosts: list[str], client: httpx.Client) -> StoredFile:
+    """Store one file under `root`; say where, and what it holds."""
     if not host_allowed(job.url, hosts):
         raise DownloadError("host not in RECEIVER_DOWNLOAD_HOSTS")
     root.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
+    digest = hashlib.sha256()
+    size = 0
     with tempfile.NamedTemporaryFile(dir=root, prefix=".partial-", delete=False) as tmp:
         try:
             if job.url.startswith("data:"):
@@ -98,7 +97,7 @@ def fetch(
     path = target(root, job, content_type)
     path.parent.mkdir(parents=True, exist_ok=True)
     Path(tmp.name).replace(path)
-    return path, digest.hexdigest(), size, content_type
+    return StoredFile(str(path), digest.hexdigest(), size, content_type)
 
 
 class Downloader:
@@ -107,7 +106,9 @@ class Downloader:
     def __init__(
         self, store: Store, settings: Settings, clock: Callable[[], float] = time.time
     ) -> None:
-        self.store, self.settings, self.clock = store, settings, clock
+        self.store = store
+        self.settings = settings
+        self.clock = clock
         # Redirects are not followed: a hop could leave the allow-list.
         self.client = httpx.Client(
             timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
@@ -119,13 +120,11 @@ class Downloader:
             return False
         hosts = self.settings.receiver_download_hosts
         try:
-            path, sha256, size, content_type = fetch(
-                job, self.settings.receiver_output_dir, hosts, self.client
-            )
+            stored = fetch(job, self.settings.receiver_output_dir, hosts, self.client)
         except (DownloadError, httpx.HTTPError, OSError) as exc:
             last = job.attempts >= self.settings.receiver_download_max_attempts
             retry_at = None if last else self.clock() + backoff(job.attempts)
             self.store.retry_or_bury(job, f"{exc.__class__.__name__}: {exc}"[:500], retry_at)
             return True
-        self.store.finish(job, str(path), sha256, size, content_type)
+        self.store.finish(job, stored)
         return True

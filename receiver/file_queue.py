@@ -25,6 +25,16 @@ class Job:
     attempts: int
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A job's file as written to disk: what the `files` row records when the job is done."""
+
+    path: str
+    sha256: str
+    size: int
+    content_type: str
+
+
 class FileQueue:
     """Queue, claim and settle download jobs; `download_hosts` decides which may be fetched."""
 
@@ -81,14 +91,14 @@ class FileQueue:
             )
         return Job(row.id, row.prediction_id, row.n, row.url, row.attempts + 1)
 
-    def finish(self, job: Job, path: str, sha256: str, size: int, content_type: str) -> None:
+    def finish(self, job: Job, stored: StoredFile) -> None:
         self._set(
             job,
             state="done",
-            path=path,
-            sha256=sha256,
-            size=size,
-            content_type=content_type,
+            path=stored.path,
+            sha256=stored.sha256,
+            size=stored.size,
+            content_type=stored.content_type,
             lease_until=None,
             last_error=None,
         )

@@ -29,7 +29,10 @@ class Reconciler:
         fetch: Callable[[str], dict[str, Any]],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.settings, self.fetch, self.clock = store, settings, fetch, clock
+        self.store = store
+        self.settings = settings
+        self.fetch = fetch
+        self.clock = clock
 
     def step(self) -> bool:
         now = self.clock()

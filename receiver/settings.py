@@ -36,14 +36,19 @@ def check_database_url(url: str) -> str:
     """Only SQLite and PostgreSQL through the drivers we ship; the URL is never echoed (it may
     hold a password)."""
     try:
-        drivername = make_url(url).drivername
+        parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
         raise ValueError(f"not a database URL (use {DATABASE_EXAMPLE})") from exc
+    drivername = parsed.drivername
     backend, _, driver = drivername.partition("+")
     if backend not in DATABASES:
         raise ValueError(f"unsupported database {backend!r} (use {DATABASE_EXAMPLE})")
     if driver not in DATABASES[backend]:
         raise ValueError(f"unsupported driver {drivername!r} (use {backend}:// without +driver)")
+    if backend == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # The writer process opens the store on its own: an in-memory database would be a
+        # second, empty one, and every delivery would vanish with it.
+        raise ValueError(f"an in-memory SQLite database cannot be shared (use {DATABASE_EXAMPLE})")
     return url
 
 

@@ -47,6 +47,18 @@ def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.digest(key, content, hashlib.sha256)).decode()
 
 
+def signed_headers(key: bytes, msg_id: str, timestamp: str, body: bytes) -> dict[str, str]:
+    """The headers a sender attaches to `body`: what `python -m receiver send-test` and the
+    tests send. (The stand-in signs with the `standardwebhooks` library instead, so that an
+    independent implementation checks this one.)"""
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": timestamp,
+        "webhook-signature": sign(key, msg_id, timestamp, body),
+    }
+
+
 def _v1_macs(header: str) -> list[bytes]:
     """Every well-formed v1 MAC in a `webhook-signature` header; anything else is skipped."""
     macs = []

@@ -15,12 +15,12 @@ import orjson
 from sqlalchemy import Connection, Engine
 
 from receiver.db import make_engine
-from receiver.file_queue import FileQueue, Job
+from receiver.file_queue import FileQueue, Job, StoredFile
 from receiver.ingest import Delivery, Ingest, Outcome
 from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
 
-__all__ = ["Delivery", "Job", "Outcome", "Store", "StoreConfig", "iso"]
+__all__ = ["Delivery", "Job", "Outcome", "Store", "StoreConfig", "StoredFile", "iso"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ class Store:
     def claim(self, now: float, lease: float) -> Job | None:
         return self.queue.claim(now, lease)
 
-    def finish(self, job: Job, path: str, sha256: str, size: int, content_type: str) -> None:
-        self.queue.finish(job, path, sha256, size, content_type)
+    def finish(self, job: Job, stored: StoredFile) -> None:
+        self.queue.finish(job, stored)
 
     def retry_or_bury(self, job: Job, error: str, retry_at: float | None) -> None:
         self.queue.retry_or_bury(job, error, retry_at)

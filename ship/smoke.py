@@ -41,7 +41,8 @@ def check_output(output: Any) -> tuple[float, float]:
     for vector in output:
         if not isinstance(vector, list) or len(vector) != DIMENSIONS:
             raise ShipError(f"expected vectors of {DIMENSIONS} floats, got {str(vector)[:80]}")
-    similar, dissimilar = cosine(output[0], output[1]), cosine(output[0], output[2])
+    similar = cosine(output[0], output[1])
+    dissimilar = cosine(output[0], output[2])
     if not similar > dissimilar:
         raise ShipError(f"similar pair scored {similar:.3f}, not above {dissimilar:.3f}")
     return similar, dissimilar

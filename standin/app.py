@@ -4,7 +4,7 @@ Replicate cannot be reached from CI, so `make demo` and the tests point the real
 client at this server (REPLICATE_BASE_URL). It keeps models and versions, deployments and
 predictions; it runs predictions on a local Cog server (`python -m cog.server.http`), one at a
 time, as a deployment with one instance would; and it sends webhooks as Replicate does (see
-standin/webhooks.py). Responses follow Replicate's OpenAPI schema: tests/test_standin_*.py
+standin/webhooks.py). Responses follow Replicate's OpenAPI schema: tests/standin/
 check them against tests/data/replicate_openapi.json.
 
 Each part of the API is one router over the state kept on `app.state`: standin/api_models.py,

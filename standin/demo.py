@@ -106,7 +106,8 @@ def table(states: list[dict[str, Any]]) -> str:
 def run(stack: ExitStack, data_dir: Path) -> None:
     step("starting the Cog server (CPU), the stand-in for Replicate and the receiver")
     local = stack.enter_context(local_stack(data_dir))
-    standin, receiver = local.standin, local.receiver
+    standin = local.standin
+    receiver = local.receiver
     step(f"receiver up at {receiver.url}, on its embedded store: {local.store()}")
     step(f"logs in {data_dir / 'logs'}")
     ship_env = {**clean_env(), **local.ship_env()}

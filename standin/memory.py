@@ -31,7 +31,9 @@ class ProblemError(Exception):
 
     def __init__(self, status: int, title: str, detail: str) -> None:
         super().__init__(detail)
-        self.status, self.title, self.detail = status, title, detail
+        self.status = status
+        self.title = title
+        self.detail = detail
 
 
 def not_found(what: str) -> ProblemError:

@@ -127,7 +127,8 @@ class WebhookSender:
                 outcome = str(response.status_code)
                 delivered = response.is_success
             except httpx.HTTPError as exc:
-                outcome, delivered = type(exc).__name__, False
+                outcome = type(exc).__name__
+                delivered = False
             self.record(Attempt(prediction_id, event, webhook_id, attempt, outcome))
             if delivered:
                 return

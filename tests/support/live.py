@@ -2,17 +2,21 @@
 
 `receiver` and `standin` (tests/conftest.py) serve on loopback; a test reads the URL and
 reaches into the server's state (the receiver's store and clock, the stand-in's memory) by name.
+`started` (tests/receiver/conftest.py) starts receiver processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported for the annotations only, as conftest imports them lazily
-    from receiver.store import Store
-    from standin.memory import StandIn
-    from tests.support.receiving import Clock
+from receiver.store import Store
+from standin.local import ReceiverProcess
+from standin.memory import StandIn
+from tests.support.receiving import Clock
+
+StartReceiver = Callable[[dict[str, str]], ReceiverProcess]
+"""`started(env)`: a receiver process serving with `env`, stopped when the test ends."""
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-SPEC = Path(__file__).parent.parent / "data" / "replicate_openapi.json"
+from tests.support import DATA
+
+SPEC = DATA / "replicate_openapi.json"
 
 
 def _nullable_to_null(node: Any) -> Any:

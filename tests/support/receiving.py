@@ -1,38 +1,19 @@
-"""Helpers for the receiver's tests: databases, a live server on loopback, signed deliveries."""
+"""Helpers for the receiver's tests: a live server on loopback, signed deliveries."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 
-from receiver.signature import decode_secret, sign
+from receiver.signature import decode_secret, signed_headers
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = decode_secret(SECRET)
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 READ_TOKEN = "read-token-for-tests"
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty database on the machine's PostgreSQL, dropped afterwards."""
-    name = f"receiver_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class Clock:
@@ -71,12 +52,7 @@ def signed(
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
     ts = str(int(time.time() if timestamp is None else timestamp))
-    return raw, {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": ts,
-        "webhook-signature": sign(key, msg_id, ts, raw),
-    }
+    return raw, signed_headers(key, msg_id, ts, raw)
 
 
 def deliver(url: str, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response:

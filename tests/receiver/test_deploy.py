@@ -33,7 +33,8 @@ SMOKE = REPO / "deploy" / "smoke.sh"
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
-    logical, pending = [], ""
+    logical = []
+    pending = ""
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -176,8 +177,10 @@ def test_caddy_proxies_the_public_name_to_the_receiver_service(
 
 
 def test_forwarded_headers_are_trusted_from_caddy_only(compose: dict[str, Any]) -> None:
-    services, networks = compose["services"], compose["networks"]
-    receiver, caddy = services["receiver"], services["caddy"]
+    services = compose["services"]
+    networks = compose["networks"]
+    receiver = services["receiver"]
+    caddy = services["caddy"]
     trusted = receiver["environment"]["RECEIVER_FORWARDED_ALLOW_IPS"]
     Settings(receiver_forwarded_allow_ips=trusted)  # a value the receiver accepts
     (network, attached) = next(iter(caddy["networks"].items()))
@@ -197,7 +200,8 @@ def test_forwarded_headers_are_trusted_from_caddy_only(compose: dict[str, Any]) 
 def test_data_and_database_are_on_named_volumes(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:
-    services, volumes = compose["services"], compose["volumes"]
+    services = compose["services"]
+    volumes = compose["volumes"]
     data = json.loads(only(dockerfile, "VOLUME")[0])[0]
     receiver_volume = next(v for v in services["receiver"]["volumes"] if v.endswith(f":{data}"))
     postgres_volume = next(
@@ -222,7 +226,8 @@ def test_the_workflow_builds_runs_and_smoke_tests_the_image() -> None:
     on = workflow[True]  # YAML 1.1 reads the key `on` as true
     assert "receiver/**" in on["push"]["paths"]
     assert "receiver/**" in on["pull_request"]["paths"]
-    image, stack = workflow["jobs"]["image"], workflow["jobs"]["compose"]
+    image = workflow["jobs"]["image"]
+    stack = workflow["jobs"]["compose"]
     runs = [step.get("run", "") for step in image["steps"]]
     assert any("docker build -f receiver/Dockerfile" in run for run in runs)
     assert any("RECEIVER_DATABASE_URL=postgresql://" in run for run in runs)

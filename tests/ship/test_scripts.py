@@ -115,7 +115,8 @@ def test_push_without_cog_or_docker_is_one_line(tmp_path: Any) -> None:
     one_line_failure(run("push", {"PATH": str(tmp_path)}, "--check"), "push", "the cog CLI is not")
 
 
-LAYER, CONFIG = "1" * 64, "2" * 64
+LAYER = "1" * 64
+CONFIG = "2" * 64
 
 
 def push_output(image_line: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import Path
 
 import cog
 import jsonschema
@@ -12,9 +11,8 @@ import pytest
 import yaml
 
 from localcog import REPO
+from tests.support import DATA
 from tests.support.commands import repository_files
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def test_dockerignore_keeps_non_model_parts_out_of_the_image() -> None:
     ]
     out = [
         "receiver/app.py",
-        "tests/test_server.py",
+        "tests/model/test_cog_server.py",
         "standin/demo.py",
         "bench/model.py",
         ".venv/bin/python",

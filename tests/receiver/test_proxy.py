@@ -98,15 +98,9 @@ def forged(base_url: str, client: httpx.Client, claimed: str) -> str:
     return webhook_id
 
 
-def test_behind_caddy_over_https_with_the_client_address_from_the_proxy(
-    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The stand-in's signed webhooks reach the receiver over HTTPS through Caddy, the read
-    API answers through it, and the receiver sees the proxy's client, not the proxy."""
-    caddy = deployed.caddy
-    # The sender verifies TLS as in production; here it trusts Caddy's local CA, as a
-    # client would trust Let's Encrypt's.
-    monkeypatch.setenv("SSL_CERT_FILE", str(caddy.root_cert))
+def predict_through_the_standin(webhook: str, vectors: list[list[float]]) -> str:
+    """A deployment prediction on the stand-in whose model returns `vectors`, with its `start`
+    and `completed` webhooks answered 200 by `webhook`; returns the prediction's id."""
     state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
     with serve_in_thread(create_standin(state)) as url:
         state.base_url = url
@@ -123,10 +117,9 @@ def test_behind_caddy_over_https_with_the_client_address_from_the_proxy(
         prediction = replicate.deployments.predictions.create(
             "local/embed",
             input={"texts": ["a cat", "a kitten"]},
-            webhook=f"{caddy.url}/webhooks/replicate",
+            webhook=webhook,
             webhook_events_filter=["start", "completed"],
         )
-        vectors = [[0.25] * 4, [0.5] * 4]
         # The stand-in's model side, as Cog reports a prediction: started, then done.
         for update in ({"status": "processing"}, {"status": "succeeded", "output": vectors}):
             httpx.post(f"{url}/_cog/{prediction.id}", json=update, timeout=30).raise_for_status()
@@ -142,24 +135,42 @@ def test_behind_caddy_over_https_with_the_client_address_from_the_proxy(
             assert state.changed.wait_for(lambda: delivered() == {"start", "completed"}, 30), [
                 vars(a) for a in state.attempts
             ]
+    return prediction.id
+
+
+def test_signed_webhooks_reach_the_receiver_over_https_through_caddy(
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stand-in's signed webhooks reach the receiver over HTTPS through Caddy, and the read
+    API answers through it."""
+    caddy = deployed.caddy
+    # The sender verifies TLS as in production; here it trusts Caddy's local CA, as a
+    # client would trust Let's Encrypt's.
+    monkeypatch.setenv("SSL_CERT_FILE", str(caddy.root_cert))
+    vectors = [[0.25] * 4, [0.5] * 4]
+    prediction_id = predict_through_the_standin(f"{caddy.url}/webhooks/replicate", vectors)
 
     stored = httpx.get(
-        f"{caddy.url}/predictions/{prediction.id}",
+        f"{caddy.url}/predictions/{prediction_id}",
         headers=BEARER,
         verify=caddy.tls(),
         timeout=30,
     )
     assert stored.status_code == 200, stored.text
     body = stored.json()
-    assert (body["status"], body["output"], len(body["deliveries"])) == ("succeeded", vectors, 2)
+    assert body["status"] == "succeeded"
+    assert body["output"] == vectors
+    assert len(body["deliveries"]) == 2
     # Real TLS: a client without Caddy's CA cannot connect.
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.get(f"{caddy.url}/healthz", trust_env=False, timeout=30)
 
-    # A forged delivery through Caddy is logged with its client's address: Caddy replaces
-    # the client's own X-Forwarded-For with the address it saw, and the receiver believes Caddy.
-    with client_from(BROWSER, verify=caddy.tls()) as browser:
-        through = forged(caddy.url, browser, claimed="203.0.113.7")
+
+def test_behind_caddy_the_client_address_is_the_one_caddy_saw(deployed: Deployed) -> None:
+    """A forged delivery through Caddy is logged with its client's address: Caddy replaces
+    the client's own X-Forwarded-For with the address it saw, and the receiver believes Caddy."""
+    with client_from(BROWSER, verify=deployed.caddy.tls()) as browser:
+        through = forged(deployed.caddy.url, browser, claimed="203.0.113.7")
     line = refused_line(deployed.log, through)
     assert f"client {BROWSER})" in line
     assert "signature verification failed" in line

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import io
-import os
-import queue
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from localcog import REPO
-from localcog.loopback import free_port
-from localcog.server import COGLET_PREDICTIONS, CogServer, CogServerError, cog_server
+from localcog.server import COGLET_PREDICTIONS, CogServer, cog_server
 from predict import KEEP_OUTPUTS, MAX_TEXTS, MAX_TOTAL_BYTES, Runner
-from tests.support.commands import CLEAN_ENV, marked
-from tests.support.embeddings import VARIED_TEXTS, WEIGHTS, cosines
+from tests.support.embeddings import VARIED_TEXTS, cosines
 from tests.support.loopback_http import WebhookSink
 
 pytestmark = pytest.mark.usefixtures("schema_file")
@@ -211,7 +198,8 @@ def test_a_second_client_is_served_while_a_long_prediction_runs(
 
 def test_npy_outputs_are_kept_apart_and_pruned(tmp_path: Path) -> None:
     runner = Runner()
-    runner.outputs, runner.output_ids = tmp_path, iter(range(100))
+    runner.outputs = tmp_path
+    runner.output_ids = iter(range(100))
     paths = [runner.save_npy(np.full((1, 384), i, dtype=np.float32)) for i in range(12)]
     assert len(set(paths)) == 12
     assert all(path.name == "embeddings.npy" for path in paths)
@@ -223,142 +211,6 @@ def test_npy_outputs_are_kept_apart_and_pruned(tmp_path: Path) -> None:
 def test_unknown_input_keys_are_dropped(cog: CogServer) -> None:
     body = predict(cog, {"input": {"texts": ["x"], "unexpected": True}}).json()
     assert body["status"] == "succeeded"
-
-
-def broken_weights(tmp_path: Path, breakage: str) -> Path:
-    folder = tmp_path / "weights"
-    shutil.copytree(WEIGHTS, folder)
-    if breakage == "missing":
-        (folder / "model.safetensors").unlink()
-    else:
-        data = bytearray((folder / "tokenizer.json").read_bytes())
-        data[500] ^= 0x01
-        (folder / "tokenizer.json").write_bytes(bytes(data))
-    return folder
-
-
-@pytest.mark.parametrize(
-    ("breakage", "message"),
-    [("missing", "model.safetensors is missing"), ("corrupt", "tokenizer.json fails its sha256")],
-)
-def test_setup_refuses_bad_weights_with_one_clear_line(
-    tmp_path: Path, breakage: str, message: str
-) -> None:
-    env = {"WEIGHTS_DIR": str(broken_weights(tmp_path, breakage))}
-    with cog_server(tmp_path / "server.log", env=env, require_ready=False) as server:
-        health = server.health()
-    assert health["status"] == "SETUP_FAILED"
-    logs = health["setup"]["logs"]
-    assert message in logs
-    assert "run `make weights` to fill it" in logs
-
-
-def test_setup_refuses_an_unknown_model_dtype(tmp_path: Path) -> None:
-    env = {"MODEL_DTYPE": "fp8"}
-    with cog_server(tmp_path / "server.log", env=env, require_ready=False) as server:
-        health = server.health()
-    assert health["status"] == "SETUP_FAILED"
-    assert (
-        "MODEL_DTYPE='fp8' is not one of: auto, float32, bfloat16, float16"
-        in health["setup"]["logs"]
-    )
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    """A loopback port another process listens on."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        yield listener.getsockname()[1]
-
-
-def test_cog_server_on_a_busy_port_says_so(busy_port: int, tmp_path: Path) -> None:
-    with (
-        pytest.raises(CogServerError, match=rf"^port {busy_port} on 127\.0\.0\.1 is in use$"),
-        cog_server(tmp_path / "server.log", port=busy_port),
-    ):
-        pass
-
-
-def serve(
-    port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False
-) -> tuple[int, str, str]:
-    """`python -m localcog.serve` as `make serve` runs it: its exit code, stdout and stderr.
-
-    With `interrupt`, it gets SIGINT (a terminal's Ctrl-C) once it says it is ready."""
-    marker = uuid.uuid4().hex
-    stdout = tmp_path / "serve.out"
-    with stdout.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "localcog.serve", "--port", str(port)],
-            cwd=REPO,
-            env={**CLEAN_ENV, **env, "SERVE_TEST_MARKER": marker},
-            stdout=out,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    lines: queue.Queue[str] = queue.Queue()  # its stderr, then "" at the end
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.put(line)
-        lines.put("")
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    err = []
-    try:
-        while line := lines.get(timeout=120):
-            err.append(line)
-            if interrupt and line.startswith("serve: ready at"):
-                process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-    finally:
-        for pid in [process.pid, *marked(marker)]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)  # only if the test failed: nothing is left otherwise
-        reader.join()
-    assert marked(marker) == []
-    return process.returncode, stdout.read_text(), "".join(err)
-
-
-def test_serve_on_a_busy_port_is_one_line(busy_port: int, tmp_path: Path) -> None:
-    code, out, err = serve(busy_port, env={}, tmp_path=tmp_path)
-    assert code == 1
-    assert out == ""
-    assert err == f"serve: port {busy_port} on 127.0.0.1 is in use\n"
-
-
-@pytest.mark.parametrize(
-    ("env", "words"),
-    [
-        (
-            {"MODEL_DTYPE": "fp16"},
-            "MODEL_DTYPE='fp16' is not one of: auto, float32, bfloat16, float16",
-        ),
-        (
-            {"WEIGHTS_DIR": "/nonexistent"},
-            "/nonexistent/manifest.json is missing: run `make weights`",
-        ),
-    ],
-)
-def test_serve_stops_on_a_failed_setup_in_one_line(
-    env: dict[str, str], words: str, tmp_path: Path
-) -> None:
-    code, out, err = serve(free_port(), env=env, tmp_path=tmp_path)
-    assert code == 1
-    assert out == ""  # the server's log lines leading to the failure are not shown
-    assert err.count("\n") == 1, err
-    assert err.startswith("serve: setup failed: ")
-    assert words in err
-
-
-def test_serve_runs_in_the_foreground_until_ctrl_c(schema_file: Path, tmp_path: Path) -> None:
-    code, out, err = serve(free_port(), env={}, tmp_path=tmp_path, interrupt=True)
-    assert code == 128 + signal.SIGINT
-    assert "Server ready" in out  # the server's own log, passed through once it is up
-    assert "serve: ready at http://127.0.0.1:" in err
-    assert "Traceback" not in err
 
 
 def test_a_stopped_server_leaves_nothing_in_tmp(tmp_path: Path) -> None:

@@ -6,11 +6,12 @@ import os
 import signal
 from pathlib import Path
 
+from localcog.postgres import scratch_database
 from receiver.db import make_engine, migrate
 from receiver.store import Delivery, Store
 from receiver.writer_process import Frames, Recorder, frame
 from tests.support.live import LiveReceiver
-from tests.support.receiving import deliver, postgres_database, prediction, read
+from tests.support.receiving import deliver, prediction, read
 
 
 def writer_processes() -> set[int]:
@@ -59,7 +60,7 @@ def test_a_killed_writer_process_costs_a_retry_not_a_delivery(receiver: LiveRece
 def test_one_bad_delivery_does_not_fail_its_batch() -> None:
     # The HTTP layer refuses ids over 255 characters; built directly, one reaches PostgreSQL,
     # which refuses it for its column: the batch is retried one delivery at a time.
-    with postgres_database() as url:
+    with scratch_database() as url:
         engine = make_engine(url)
         migrate(engine)
         recorder = Recorder(Store(engine, []))

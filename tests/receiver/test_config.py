@@ -50,6 +50,8 @@ def serve(tmp_path: Path, *args: str, **env: str) -> str:
         ("postgresql+psycopg2://app:hunter2@db.example/app", "unsupported driver"),
         ("postgresql://app:hunter2@db.example:port/app", "not a database URL"),
         ("hunter2", "not a database URL"),
+        ("sqlite:///:memory:", "in-memory SQLite database cannot be shared"),
+        ("sqlite://", "in-memory SQLite database cannot be shared"),
     ],
 )
 def test_unsupported_or_malformed_database_urls(url: str, words: str, tmp_path: Path) -> None:

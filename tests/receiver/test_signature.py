@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receiver.signature import VerificationError, decode_secret, sign, verify
+from tests.support import DATA
 
-VECTORS_FILE = Path(__file__).parent / "data" / "standard_webhooks_vectors.json"
+VECTORS_FILE = DATA / "standard_webhooks_vectors.json"
 VECTORS = json.loads(VECTORS_FILE.read_text())
 KEY = decode_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 BODY = b'{"id": "p1", "status": "succeeded"}'
@@ -74,7 +74,8 @@ def test_returns_the_webhook_id() -> None:
 
 
 def test_any_configured_key_verifies_for_rotation() -> None:
-    old, new = b"o" * 32, b"n" * 32
+    old = b"o" * 32
+    new = b"n" * 32
     assert verify([old, new], headers(key=new), BODY, now=NOW, tolerance=300)
     with pytest.raises(VerificationError, match="signature_mismatch"):
         verify([old], headers(key=new), BODY, now=NOW, tolerance=300)

@@ -6,14 +6,15 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from receiver.downloads import LEASE_SECONDS, Downloader, backoff, safe_name
 from receiver.runtime import open_store
 from receiver.settings import Settings
+from receiver.store import Store
 from tests.support.loopback_http import FileServer
 from tests.support.receiving import Clock, prediction
 
@@ -25,8 +26,20 @@ def files() -> Iterator[FileServer]:
     server.close()
 
 
+@dataclass(frozen=True)
+class DownloadRig:
+    """What a download test works with: the settings, the store and the clock it moves."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+
+    def downloader(self) -> Downloader:
+        return Downloader(self.store, self.settings, self.clock)
+
+
 @pytest.fixture
-def setup(receiver_settings: Settings, files: FileServer) -> Iterator[Any]:
+def rig(receiver_settings: Settings, files: FileServer) -> Iterator[DownloadRig]:
     """The shared test settings, plus the local file server's origin and 3 attempts at most."""
     settings = Settings.model_validate(
         {
@@ -36,7 +49,7 @@ def setup(receiver_settings: Settings, files: FileServer) -> Iterator[Any]:
         }
     )
     store = open_store(settings)
-    yield settings, store, Clock()
+    yield DownloadRig(settings=settings, store=store, clock=Clock())
     store.engine.dispose()
 
 
@@ -47,14 +60,13 @@ def drain(downloader: Downloader) -> int:
     return steps
 
 
-def test_files_are_stored_with_checksum_size_and_type(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+def test_files_are_stored_with_checksum_size_and_type(rig: DownloadRig, files: FileServer) -> None:
     npy = b"\x93NUMPY" + bytes(range(256)) * 40
     files.routes["/out/embeddings.npy"] = (200, npy, {"content-type": "application/octet-stream"})
     output = [f"{files.origin}/out/embeddings.npy", "data:text/plain;base64,aGVsbG8="]
-    store.record("m1", prediction("d1", "succeeded", output=output), clock())
-    assert drain(Downloader(store, settings, clock)) == 2
-    stored = store.prediction("d1")["files"]
+    rig.store.record("m1", prediction("d1", "succeeded", output=output), rig.clock())
+    assert drain(rig.downloader()) == 2
+    stored = rig.store.prediction("d1")["files"]
     assert [(f["n"], f["state"], f["size"]) for f in stored] == [
         (0, "done", len(npy)),
         (1, "done", 5),
@@ -63,55 +75,62 @@ def test_files_are_stored_with_checksum_size_and_type(setup: Any, files: FileSer
     assert Path(stored[0]["local"]).read_bytes() == npy
     assert Path(stored[1]["local"]).read_bytes() == b"hello"
     assert stored[1]["content_type"] == "text/plain"
-    assert all(Path(f["local"]).is_relative_to(settings.receiver_output_dir) for f in stored)
-    assert store.queue_depth() == 0
+    assert all(Path(f["local"]).is_relative_to(rig.settings.receiver_output_dir) for f in stored)
+    assert rig.store.queue_depth() == 0
 
 
-def test_failures_back_off_then_dead_letter(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+def test_failures_back_off_then_dead_letter(rig: DownloadRig, files: FileServer) -> None:
     files.routes["/flaky"] = (503, b"busy", {})
-    store.record("m1", prediction("d2", "succeeded", output=f"{files.origin}/flaky"), clock())
-    downloader = Downloader(store, settings, clock)
+    rig.store.record(
+        "m1", prediction("d2", "succeeded", output=f"{files.origin}/flaky"), rig.clock()
+    )
+    downloader = rig.downloader()
     for attempt in range(1, 4):
         assert downloader.step()
         assert not downloader.step()  # backing off: not due yet
-        row = store.file("d2", 0)
+        row = rig.store.file("d2", 0)
         assert row["attempts"] == attempt
         assert "HTTP 503" in row["last_error"]
         if attempt < 3:
             assert row["state"] == "queued"
-            delay = row["next_attempt_at"] - clock.now
+            delay = row["next_attempt_at"] - rig.clock.now
             assert 0.5 * 2**attempt <= delay <= 1.5 * 2**attempt  # 2 s base, doubling, jitter
-            clock.now += delay
-    assert store.file("d2", 0)["state"] == "dead"
+            rig.clock.now += delay
+    assert rig.store.file("d2", 0)["state"] == "dead"
     assert files.hits["/flaky"] == 3
 
 
-def test_a_job_left_running_by_a_dead_process_is_resumed(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+def test_a_job_left_running_by_a_dead_process_is_resumed(
+    rig: DownloadRig, files: FileServer
+) -> None:
     files.routes["/a.bin"] = (200, b"abc", {})
-    store.record("m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), clock())
-    assert store.claim(clock(), LEASE_SECONDS) is not None  # claimed, then the process died
-    restarted = Downloader(open_store(settings), settings, clock)  # as after a restart
+    rig.store.record(
+        "m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), rig.clock()
+    )
+    claimed = rig.store.claim(rig.clock(), LEASE_SECONDS)
+    assert claimed is not None  # claimed, then the process died
+    # As after a restart: a new store and downloader over the same database.
+    restarted = Downloader(open_store(rig.settings), rig.settings, rig.clock)
     assert not restarted.step()  # the lease still holds
-    clock.now += LEASE_SECONDS + 1
+    rig.clock.now += LEASE_SECONDS + 1
     assert restarted.step()
-    row = store.file("d3", 0)
+    row = rig.store.file("d3", 0)
     assert (row["state"], row["attempts"]) == ("done", 2)
     assert files.hits["/a.bin"] == 1
 
 
-def test_foreign_hosts_and_redirects_are_never_followed(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+def test_foreign_hosts_and_redirects_are_never_followed(
+    rig: DownloadRig, files: FileServer
+) -> None:
     files.routes["/moved"] = (302, b"", {"location": "https://evil.example/x"})
     output = [
         "https://evil.example/steal.npy",
         f"{files.origin}/moved",
         "http://replicate.delivery/plain-http.npy",
     ]
-    store.record("m1", prediction("d4", "succeeded", output=output), clock())
-    drain(Downloader(store, settings, clock))
-    rows = store.prediction("d4")["files"]
+    rig.store.record("m1", prediction("d4", "succeeded", output=output), rig.clock())
+    drain(rig.downloader())
+    rows = rig.store.prediction("d4")["files"]
     assert rows[0]["state"] == "refused"
     assert rows[2]["state"] == "refused"  # allowed host, but not over https
     assert rows[1]["state"] == "queued"
@@ -119,20 +138,19 @@ def test_foreign_hosts_and_redirects_are_never_followed(setup: Any, files: FileS
     assert files.hits["/moved"] == 1
 
 
-def test_file_names_cannot_escape_the_output_folder(setup: Any, files: FileServer) -> None:
-    settings, store, clock = setup
+def test_file_names_cannot_escape_the_output_folder(rig: DownloadRig, files: FileServer) -> None:
     files.routes["/x/..%2F..%2Fevil.sh"] = (200, b"#!", {})
-    store.record(
+    rig.store.record(
         "m1",
         prediction("../../etc", "succeeded", output=f"{files.origin}/x/..%2F..%2Fevil.sh"),
-        clock(),
+        rig.clock(),
     )
-    drain(Downloader(store, settings, clock))
-    row = store.file("../../etc", 0)
+    drain(rig.downloader())
+    row = rig.store.file("../../etc", 0)
     assert row["state"] == "done"
     path = Path(row["path"])
-    assert path.is_relative_to(settings.receiver_output_dir.resolve())
-    assert ".." not in path.relative_to(settings.receiver_output_dir.resolve()).parts
+    assert path.is_relative_to(rig.settings.receiver_output_dir.resolve())
+    assert ".." not in path.relative_to(rig.settings.receiver_output_dir.resolve()).parts
 
 
 @pytest.mark.parametrize(
@@ -155,15 +173,14 @@ def test_backoff_doubles_with_jitter_and_a_cap() -> None:
         assert 0.5 * expected <= delay <= 1.5 * expected
 
 
-def test_concurrent_claims_never_share_a_job(setup: Any, files: FileServer) -> None:
-    _, store, clock = setup
+def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer) -> None:
     output = [f"{files.origin}/f{i}" for i in range(30)]
-    store.record("m1", prediction("d5", "succeeded", output=output), clock())
+    rig.store.record("m1", prediction("d5", "succeeded", output=output), rig.clock())
     claimed: list[int] = []
     lock = threading.Lock()
 
     def worker() -> None:
-        while (job := store.claim(time.time(), LEASE_SECONDS)) is not None:
+        while (job := rig.store.claim(time.time(), LEASE_SECONDS)) is not None:
             with lock:
                 claimed.append(job.id)
 

@@ -12,7 +12,6 @@ import io
 import json
 import re
 import tokenize
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,8 @@ import yaml
 from embedder.engine import MAX_TOKENS
 from localcog import REPO
 from predict import MAX_TEXTS, MAX_TOTAL_BYTES
+from tests.support import DATA
 
-DATA = Path(__file__).parent / "data"
 TORCH_TABLE: list[dict[str, Any]] = json.loads((DATA / "cog_torch_compatibility.json").read_text())
 CUDA_IMAGES: list[dict[str, Any]] = json.loads((DATA / "cog_cuda_compatibility.json").read_text())
 MIN_CUDA_MAJOR = 11  # config.go: MinimumMajorCudaVersion
@@ -37,7 +36,8 @@ def version_parts(version: str) -> list[int]:
 
 def matches(a: str, b: str) -> bool:
     """Cog's version.Matches: same major and minor, and same patch where both have one."""
-    pa, pb = version_parts(a), version_parts(b)
+    pa = version_parts(a)
+    pb = version_parts(b)
     return pa[:2] == pb[:2] and (len(pa) < 3 or len(pb) < 3 or pa[2] == pb[2])
 
 

@@ -119,7 +119,8 @@ def predict(standin: StandIn, deployment: str, webhook: str, **input: Any) -> st
 
 def test_deploy_creates_then_updates_and_never_duplicates(local: StandIn) -> None:
     env = {**api_env(local), "MODEL": MODEL, "DEPLOYMENT": "local/twice", "HARDWARE": "cpu"}
-    first, again = script("deploy", env), script("deploy", env)
+    first = script("deploy", env)
+    again = script("deploy", env)
     bigger = script("deploy", {**env, "MAX_INSTANCES": "3"})
     assert first.stdout.startswith("deployment local/twice created: release 1, ")
     assert again.stdout.startswith("deployment local/twice unchanged: release 1, ")
