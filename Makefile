@@ -102,6 +102,6 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 clean: ## Remove the venv, caches, generated files and data/local/ (demo, stack); not weights/
-	rm -rf $(VENV) .cog/openapi_schema.json .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+	rm -rf $(VENV) $(SCHEMA) .pytest_cache .mypy_cache .ruff_cache .hypothesis \
 		data/local
 	rmdir --ignore-fail-on-non-empty data .cog 2>/dev/null || true

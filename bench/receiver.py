@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from localcog import REPO
 from localcog.loopback import free_port
+from localcog.polling import PollTimeoutError, poll
 from localcog.postgres import scratch_database
 from receiver.db import make_engine
 from receiver.signature import decode_secret, sign
@@ -146,15 +147,20 @@ def serve(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool | None:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
+            response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
         except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"bench: {command[2]} did not start; see {log}")
+            return None
+        return True if response.status_code == 200 else None
+
+    try:
+        poll(healthy, timeout=60, interval=0.05, what=f"{command[2]} start")
+    except PollTimeoutError:
+        process.kill()
+        raise SystemExit(f"bench: {command[2]} did not start; see {log}") from None
+    return process
 
 
 def _percentile(latencies: list[float], fraction: float) -> float:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+
+from localcog.polling import poll
 
 
 def free_port() -> int:
@@ -27,11 +28,13 @@ def serve_in_thread(app: FastAPI, port: int | None = None) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
+
+    def started() -> bool | None:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn stopped before it started")
+        return True if server.started else None
+
+    poll(started, timeout=30, interval=0.01, what="uvicorn start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ class CogServerError(Exception):
 
 
 def check_port(host: str, port: int) -> None:
-    """Refuse a port another process listens on, in one line: coglet's refusal is a traceback."""
+    """Refuse a port another process listens on, in one line: coglet's refusal is a traceback.
+    (receiver/__main__.py has its own twin: the receiver ships on its own.)"""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         with socket.create_server((host, port), family=family):
@@ -203,16 +203,16 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         _signal_group(process.pid, signal.SIGKILL)
         process.wait()
-    deadline = time.monotonic() + 15
-    killed = False
-    while _group_alive(process.pid):  # the worker outlives the server by a moment
-        if time.monotonic() > deadline:
-            if killed:
-                raise CogServerError(f"the Cog server's processes survived SIGKILL ({process.pid})")
-            _signal_group(process.pid, signal.SIGKILL)
-            killed = True
-            deadline = time.monotonic() + 15
-        time.sleep(0.02)
+    try:  # the worker outlives the server by a moment
+        poll(lambda: _group_gone(process.pid), 15, 0.02, "the Cog server's processes to exit")
+    except PollTimeoutError:
+        _signal_group(process.pid, signal.SIGKILL)
+        try:
+            poll(lambda: _group_gone(process.pid), 15, 0.02, "the Cog server's processes to exit")
+        except PollTimeoutError:
+            raise CogServerError(
+                f"the Cog server's processes survived SIGKILL ({process.pid})"
+            ) from None
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -220,9 +220,10 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _group_alive(pgid: int) -> bool:
+def _group_gone(pgid: int) -> bool | None:
+    """True once no process of the group is left; None (ask again) while one is."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
-        return False
-    return True
+        return True
+    return None

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
-import secrets as random_source
 import socket
 import sys
 import tempfile
@@ -20,10 +18,9 @@ import httpx
 from pydantic import ValidationError
 
 from receiver.settings import Settings, SettingsError, signing_keys
-from receiver.signature import PREFIX, signed_headers
+from receiver.signature import generate_secret, signed_headers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-SECRET_BYTES = 32  # Replicate's own secrets decode to 24 bytes; ours accept 24-64
 
 
 def fail(message: str) -> NoReturn:
@@ -41,7 +38,7 @@ def load_settings() -> Settings:
         fail(f"invalid setting {str(first['loc'][0]).upper()}: {reason}")
 
 
-def secrets(settings: Settings) -> list[str]:
+def webhook_secrets(settings: Settings) -> list[str]:
     """The configured secrets, or the account's default one fetched once from Replicate."""
     configured = settings.secrets()
     if configured or settings.replicate_api_token is None:
@@ -54,17 +51,11 @@ def secrets(settings: Settings) -> list[str]:
         fail(f"could not fetch the webhook secret from Replicate: {exc}")
 
 
-def keys(settings: Settings) -> list[bytes]:
+def signing_keys_or_exit(settings: Settings) -> list[bytes]:
     try:
-        return signing_keys(secrets(settings))
+        return signing_keys(webhook_secrets(settings))
     except SettingsError as exc:
         fail(str(exc))
-
-
-def generate_secret() -> str:
-    """A fresh secret for a receiver that is not fed by Replicate's account secret (local use,
-    or a test sender): random bytes, strict base64, as `decode_secret` requires."""
-    return PREFIX + base64.b64encode(random_source.token_bytes(SECRET_BYTES)).decode()
 
 
 def check_output_dir(path: Path) -> None:
@@ -87,7 +78,8 @@ def check_output_dir(path: Path) -> None:
 
 def check_port(host: str, port: int) -> None:
     """Refuse a port that is taken before opening the store: uvicorn would say it in the
-    middle of its start-up lines and exit 3."""
+    middle of its start-up lines and exit 3. (localcog/server.py has a twin for Cog's server:
+    the receiver ships on its own and imports nothing from the repository.)"""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.create_server((host, port), family=family):
@@ -122,7 +114,7 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
     from sqlalchemy.exc import SQLAlchemyError
 
     from receiver.app import create_app
-    from receiver.runtime import build
+    from receiver.runtime import background_workers, open_store
 
     settings = load_settings()
     if forwarded_allow_ips is not None:  # the flag wins over RECEIVER_FORWARDED_ALLOW_IPS
@@ -131,16 +123,16 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
         except ValidationError as exc:
             reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
             fail(f"invalid --forwarded-allow-ips: {reason}")
-    signing = keys(settings)
+    signing = signing_keys_or_exit(settings)
     check_output_dir(settings.receiver_output_dir)
     check_port(host, port)
     try:
-        store, workers = build(settings)
+        store = open_store(settings)
     except (SQLAlchemyError, OSError, CommandError) as exc:
         url = masked(settings.receiver_database_url)
         fail(f"store {url} unavailable: {short_reason(exc)}")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    app = create_app(settings, signing, store, workers=workers)
+    app = create_app(settings, signing, store, workers=background_workers(store, settings))
     trusted = settings.receiver_forwarded_allow_ips
     # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could then
     # claim any address. Off unless the proxy's address is given.
@@ -156,7 +148,7 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
 
 def send_test(url: str, prediction_id: str | None = None) -> None:
     """Sign a sample prediction with the configured secret and post it, as Replicate would."""
-    key = keys(load_settings())[0]
+    key = signing_keys_or_exit(load_settings())[0]
     body = json.dumps(
         {
             "id": prediction_id or f"test-{uuid.uuid4().hex[:12]}",
@@ -217,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         if settings.replicate_api_token is None:
             fail("set REPLICATE_API_TOKEN to fetch the webhook secret (or use --generate)")
-        print(secrets(settings)[0])
+        print(webhook_secrets(settings)[0])
     else:
         send_test(args.url, args.prediction_id)
 

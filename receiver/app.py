@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -23,6 +22,7 @@ from receiver.refusals import RefusalLog
 from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
+from receiver.workers import Periodic
 from receiver.writer import StoreError, Writer
 
 log = logging.getLogger("receiver")
@@ -33,7 +33,7 @@ def create_app(
     keys: list[bytes],
     store: Store,
     clock: Callable[[], float] = time.time,
-    workers: list[Any] | None = None,
+    workers: list[Periodic] | None = None,
     refusals: RefusalLog | None = None,
 ) -> FastAPI:
     context = AppContext(
@@ -53,7 +53,7 @@ def create_app(
     )
     app.state.context = context
     app.add_exception_handler(RefusedError, _refused)
-    app.add_exception_handler(StoreError, _store_down)
+    app.add_exception_handler(StoreError, _writer_failed)
     app.add_exception_handler(SQLAlchemyError, _store_down)
     app.include_router(webhook_routes)
     app.include_router(read_routes)
@@ -62,7 +62,7 @@ def create_app(
 
 
 def _lifespan(
-    context: AppContext, workers: list[Any]
+    context: AppContext, workers: list[Periodic]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Start the writer process and the workers with the app; stop them after the last request."""
 
@@ -85,7 +85,18 @@ async def _refused(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": exc.reason}, exc.status, headers=exc.headers)
 
 
-async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+def _unavailable() -> JSONResponse:
     # The store failed, not the sender: 503 makes Replicate retry the delivery.
-    log.warning("store error: %s", " ".join(str(exc).split())[:300])
     return JSONResponse({"error": "store unavailable, retry later"}, 503)
+
+
+async def _writer_failed(_: Request, exc: Exception) -> JSONResponse:
+    """The writer process could not commit a delivery (its reason came up the pipe) or died."""
+    log.warning("writer process: %s", exc)
+    return _unavailable()
+
+
+async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+    """A read in this process failed: the database is unreachable or refused the query."""
+    log.warning("store error: %s", " ".join(str(exc).split())[:300])
+    return _unavailable()

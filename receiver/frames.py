@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import orjson
 
-from receiver.ingest import Delivery, Outcome
+from receiver.store import Delivery, Outcome
 
 LENGTH = struct.Struct(">I")
 Answer = tuple[int, Outcome | None, str | None]  # seq, outcome, error

@@ -113,10 +113,10 @@ class Ingest:
         ).returning(predictions.c.id)
 
     def record(
-        self, webhook_id: str, body: dict[str, Any], now: float, source: str = "webhook"
+        self, webhook_id: str, body: dict[str, Any], received_at: float, source: str = "webhook"
     ) -> Outcome:
         """Apply one verified delivery exactly once; returns whether it was new."""
-        return self.record_batch([Delivery(webhook_id, body, now, source)])[0]
+        return self.record_batch([Delivery(webhook_id, body, received_at, source)])[0]
 
     def record_batch(self, batch: list[Delivery], conn: Connection | None = None) -> list[Outcome]:
         """Apply deliveries in arrival order, in one transaction (one fsync for all of them).

@@ -49,7 +49,7 @@ class Reconciler:
             else:
                 if body.get("id") == prediction_id and rules.problem(body) is None:
                     status = str(body.get("status", ""))
-                    delivery = f"reconcile:{status}:{prediction_id}"[:255]
-                    self.store.record(delivery, body, self.clock(), source="reconcile")
+                    webhook_id = f"reconcile:{status}:{prediction_id}"[:255]
+                    self.store.record(webhook_id, body, self.clock(), source="reconcile")
             self.store.mark_reconciled(prediction_id, self.clock())
         return False  # one batch per interval: the API has rate limits

@@ -8,6 +8,7 @@ object and the smaller one a bare Cog server sends (id, status, output, logs, er
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -36,7 +37,12 @@ def is_terminal(body: dict[str, Any]) -> bool:
 
 
 def _size(value: object) -> int:
-    return len(value) if isinstance(value, (str, list, dict)) else (0 if value is None else 1)
+    """How much of an output or log a state holds: the longer one wins a merge."""
+    if isinstance(value, (str, list, dict)):
+        return len(value)
+    if value is None:
+        return 0
+    return 1
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,12 @@ def _collect(value: object, found: list[str]) -> None:
         if value.startswith(FILE_PREFIXES):
             found.append(value)
         return
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    if isinstance(value, dict):
+        items: Iterable[object] = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return
     if _SCALAR_TYPES.issuperset(map(type, items)):  # a row of numbers: skipped at C speed
         return
     for item in items:

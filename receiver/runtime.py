@@ -20,12 +20,12 @@ def open_store(settings: Settings) -> Store:
     return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url)
 
 
-def build(settings: Settings) -> tuple[Store, list[Periodic]]:
-    store = open_store(settings)
+def background_workers(store: Store, settings: Settings) -> list[Periodic]:
+    """The download worker, and the reconciler when there is an API token to reconcile with."""
     downloader = Downloader(store, settings)
     workers = [Periodic("downloads", downloader.step, settings.receiver_worker_poll_seconds)]
     if settings.replicate_api_token is not None:
         reconciler = Reconciler(store, settings, partial(replicate_api.prediction, settings))
         interval = settings.receiver_reconcile_interval_seconds
         workers.append(Periodic("reconcile", reconciler.step, interval))
-    return store, workers
+    return workers

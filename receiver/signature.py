@@ -14,9 +14,11 @@ import binascii
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 
 PREFIX = "whsec_"
+SECRET_BYTES = 32  # Replicate's own secrets decode to 24 bytes; ours accept 24-64
 _ID = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces: it becomes a primary key
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
@@ -40,6 +42,12 @@ def decode_secret(secret: str) -> bytes:
     if not 24 <= len(key) <= 64:
         raise ValueError(f"a webhook secret must decode to 24-64 bytes, not {len(key)}")
     return key
+
+
+def generate_secret() -> str:
+    """A fresh secret for a receiver that is not fed by Replicate's account secret (local use,
+    or a test sender): random bytes, strict base64, as `decode_secret` requires."""
+    return PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
 def sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> str:

@@ -63,15 +63,11 @@ class Store:
         """The store `config` names, as another process opens it (no migration)."""
         return cls(make_engine(config.database_url), config.download_hosts, config.database_url)
 
-    @property
-    def download_hosts(self) -> list[str]:
-        return self.config.download_hosts
-
     # Ingest
     def record(
-        self, webhook_id: str, body: dict[str, Any], now: float, source: str = "webhook"
+        self, webhook_id: str, body: dict[str, Any], received_at: float, source: str = "webhook"
     ) -> Outcome:
-        return self.ingest.record(webhook_id, body, now, source)
+        return self.ingest.record(webhook_id, body, received_at, source)
 
     def record_batch(self, batch: list[Delivery], conn: Connection | None = None) -> list[Outcome]:
         return self.ingest.record_batch(batch, conn)

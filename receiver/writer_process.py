@@ -24,10 +24,9 @@ import sys
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from receiver.frames import Answer, Frames, answers_frame, frame, parse_delivery
+from receiver.frames import Answer, Frames, answers_frame, parse_delivery
 from receiver.store import Delivery, Store, StoreConfig
 
-__all__ = ["Frames", "Recorder", "frame", "serve"]  # Frames and frame: the tests' framing checks
 log = logging.getLogger("receiver")
 MAX_BATCH = 256
 

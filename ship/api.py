@@ -28,7 +28,8 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 T = TypeVar("T")
-TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+# Also in receiver/rules.py: the receiver ships on its own and imports nothing from here.
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 
 
 class ShipError(Exception):

@@ -113,7 +113,8 @@ class Dispatcher:
 
     def release(self) -> None:
         self.standin.hold_completions = False
-        held, self.standin.held = self.standin.held, []
+        held = self.standin.held
+        self.standin.held = []
         for prediction_id, update in held:
             self.apply(prediction_id, update)
 

@@ -1,6 +1,6 @@
 """What the stand-in for Replicate knows: models, versions, deployments, predictions, files.
 
-Shared by its HTTP routes (standin/api_*.py) and its runner (standin/dispatch.py).
+Shared by its HTTP routes (standin/api_*.py) and its dispatcher (standin/dispatch.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class StandIn:
     changed: threading.Condition = field(default_factory=threading.Condition)
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # Cog's, not applied
     loop: asyncio.AbstractEventLoop | None = None  # the stand-in's, set when it starts
-    apply_held: Callable[[], None] | None = None  # its runner's, run on that loop
+    apply_held: Callable[[], None] | None = None  # its dispatcher's, run on that loop
 
     def add_version(self, model: str, openapi_schema: dict[str, Any]) -> str:
         """Register a version of `model` (created if new), as `cog push` does; returns its id."""

@@ -9,7 +9,6 @@ starts the same stack through `local_stack`.
 from __future__ import annotations
 
 import argparse
-import base64
 import secrets
 import shlex
 import sys
@@ -24,6 +23,7 @@ import httpx
 from localcog import REPO
 from localcog.processes import stop_on_signals
 from localcog.server import CogServerError
+from receiver.signature import generate_secret
 from standin.local import MODEL, ReceiverProcess, clean_env, local_replicate, receiver_process
 from standin.memory import StandIn
 
@@ -98,7 +98,7 @@ def local_stack(data_dir: Path = DATA) -> Iterator[LocalStack]:
         old.unlink()
     api_token = f"r8_local_{secrets.token_hex(8)}"
     read_token = secrets.token_urlsafe(16)
-    secret = f"whsec_{base64.b64encode(secrets.token_bytes(24)).decode()}"
+    secret = generate_secret()
     with local_replicate(logs, api_token, secret) as standin:
         env = receiver_env(standin, api_token, read_token, data_dir)
         with receiver_process(env, logs / "receiver.log") as receiver:

@@ -14,6 +14,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,16 @@ def test_cog_server_on_a_busy_port_says_so(busy_port: int, tmp_path: Path) -> No
         pass
 
 
-def serve(
-    port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False
-) -> tuple[int, str, str]:
+@dataclass(frozen=True)
+class Served:
+    """How `python -m localcog.serve` ended: its exit code, stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_serve(port: int, env: dict[str, str], tmp_path: Path, interrupt: bool = False) -> Served:
     """`python -m localcog.serve` as `make serve` runs it: its exit code, stdout and stderr.
 
     With `interrupt`, it gets SIGINT (a terminal's Ctrl-C) once it says it is ready."""
@@ -121,14 +129,14 @@ def serve(
                 os.kill(pid, signal.SIGKILL)  # only if the test failed: nothing is left otherwise
         reader.join()
     assert marked(marker) == []
-    return process.returncode, stdout.read_text(), "".join(err)
+    return Served(returncode=process.returncode, stdout=stdout.read_text(), stderr="".join(err))
 
 
 def test_serve_on_a_busy_port_is_one_line(busy_port: int, tmp_path: Path) -> None:
-    code, out, err = serve(busy_port, env={}, tmp_path=tmp_path)
-    assert code == 1
-    assert out == ""
-    assert err == f"serve: port {busy_port} on 127.0.0.1 is in use\n"
+    served = run_serve(busy_port, env={}, tmp_path=tmp_path)
+    assert served.returncode == 1
+    assert served.stdout == ""
+    assert served.stderr == f"serve: port {busy_port} on 127.0.0.1 is in use\n"
 
 
 @pytest.mark.parametrize(
@@ -147,17 +155,17 @@ def test_serve_on_a_busy_port_is_one_line(busy_port: int, tmp_path: Path) -> Non
 def test_serve_stops_on_a_failed_setup_in_one_line(
     env: dict[str, str], words: str, tmp_path: Path
 ) -> None:
-    code, out, err = serve(free_port(), env=env, tmp_path=tmp_path)
-    assert code == 1
-    assert out == ""  # the server's log lines leading to the failure are not shown
-    assert err.count("\n") == 1, err
-    assert err.startswith("serve: setup failed: ")
-    assert words in err
+    served = run_serve(free_port(), env=env, tmp_path=tmp_path)
+    assert served.returncode == 1
+    assert served.stdout == ""  # the server's log lines leading to the failure are not shown
+    assert served.stderr.count("\n") == 1, served.stderr
+    assert served.stderr.startswith("serve: setup failed: ")
+    assert words in served.stderr
 
 
 def test_serve_runs_in_the_foreground_until_ctrl_c(schema_file: Path, tmp_path: Path) -> None:
-    code, out, err = serve(free_port(), env={}, tmp_path=tmp_path, interrupt=True)
-    assert code == 128 + signal.SIGINT
-    assert "Server ready" in out  # the server's own log, passed through once it is up
-    assert "serve: ready at http://127.0.0.1:" in err
-    assert "Traceback" not in err
+    served = run_serve(free_port(), env={}, tmp_path=tmp_path, interrupt=True)
+    assert served.returncode == 128 + signal.SIGINT
+    assert "Server ready" in served.stdout  # the server's own log, passed through once it is up
+    assert "serve: ready at http://127.0.0.1:" in served.stderr
+    assert "Traceback" not in served.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -38,14 +39,22 @@ def serve(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
+@dataclass(frozen=True)
+class ServedFolder:
+    """Weights files served over HTTP: `url` serves what lies in `folder`."""
+
+    url: str
+    folder: Path
+
+
 @pytest.fixture
-def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def file_server(tmp_path: Path) -> Iterator[ServedFolder]:
     root = tmp_path / "www"
     (root / "files").mkdir(parents=True)
     for wf in read_manifest(WEIGHTS):
         shutil.copy(WEIGHTS / wf.name, root / "files" / wf.name)
     for url in serve(root):
-        yield url, root / "files"
+        yield ServedFolder(url=url, folder=root / "files")
 
 
 def test_repository_weights_match_manifest() -> None:
@@ -58,17 +67,15 @@ def test_fill_from_installed_package(folder: Path) -> None:
     assert fill(folder) == []  # already correct: nothing copied again
 
 
-def test_fill_from_url_over_http(folder: Path, file_server: tuple[str, Path]) -> None:
-    url, _ = file_server
-    assert len(fill(folder, url)) == 3
+def test_fill_from_url_over_http(folder: Path, file_server: ServedFolder) -> None:
+    assert len(fill(folder, file_server.url)) == 3
     verify(folder)
 
 
-def test_fill_from_url_refuses_a_tampered_file(folder: Path, file_server: tuple[str, Path]) -> None:
-    url, files = file_server
-    (files / "config.json").write_text('{"model_type": "bert", "evil": true}')
+def test_fill_from_url_refuses_a_tampered_file(folder: Path, file_server: ServedFolder) -> None:
+    (file_server.folder / "config.json").write_text('{"model_type": "bert", "evil": true}')
     with pytest.raises(WeightsError, match=r"config\.json .* does not match"):
-        fill(folder, url)
+        fill(folder, file_server.url)
     assert not (folder / "config.json").exists()
     assert not list(folder.glob(".*.partial"))
 
@@ -118,13 +125,13 @@ def test_missing_manifest_names_the_fix(tmp_path: Path) -> None:
         verify(tmp_path)
 
 
-def test_missing_file_at_the_url_names_the_url(folder: Path, file_server: tuple[str, Path]) -> None:
-    url, files = file_server
-    (files / "config.json").unlink()
+def test_missing_file_at_the_url_names_the_url(folder: Path, file_server: ServedFolder) -> None:
+    (file_server.folder / "config.json").unlink()
     with pytest.raises(
-        WeightsError, match=rf"cannot fetch {url}/config\.json: HTTP 404 .*WEIGHTS_URL"
+        WeightsError,
+        match=rf"cannot fetch {file_server.url}/config\.json: HTTP 404 .*WEIGHTS_URL",
     ):
-        fill(folder, url)
+        fill(folder, file_server.url)
 
 
 def test_cli_unreachable_url_is_one_line_naming_it(folder: Path) -> None:

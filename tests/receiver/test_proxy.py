@@ -27,7 +27,7 @@ BROWSER = "127.0.0.3"  # a client of the proxy (Linux routes all of 127/8 to loo
 STRANGER = "127.0.0.2"  # a client that reaches the receiver directly
 BEARER = {"authorization": f"Bearer {READ_TOKEN}"}
 # The smallest version schema the stand-in validates inputs against.
-SCHEMA = {
+MINIMAL_SCHEMA = {
     "openapi": "3.0.2",
     "components": {
         "schemas": {
@@ -101,11 +101,11 @@ def forged(base_url: str, client: httpx.Client, claimed: str) -> str:
 def predict_through_the_standin(webhook: str, vectors: list[list[float]]) -> str:
     """A deployment prediction on the stand-in whose model returns `vectors`, with its `start`
     and `completed` webhooks answered 200 by `webhook`; returns the prediction's id."""
-    state = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
-    with serve_in_thread(create_standin(state)) as url:
-        state.base_url = url
+    memory = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
+    with serve_in_thread(create_standin(memory)) as url:
+        memory.base_url = url
         replicate = Client(api_token=STANDIN_TOKEN, base_url=url)
-        version = state.add_version("local/embed", SCHEMA)
+        version = memory.add_version("local/embed", MINIMAL_SCHEMA)
         replicate.deployments.create(
             name="embed",
             model="local/embed",
@@ -127,13 +127,13 @@ def predict_through_the_standin(webhook: str, vectors: list[list[float]]) -> str
         def delivered() -> set[str]:
             return {
                 a.event
-                for a in state.attempts
+                for a in memory.attempts
                 if a.prediction_id == prediction.id and a.outcome == "200"
             }
 
-        with state.changed:
-            assert state.changed.wait_for(lambda: delivered() == {"start", "completed"}, 30), [
-                vars(a) for a in state.attempts
+        with memory.changed:
+            assert memory.changed.wait_for(lambda: delivered() == {"start", "completed"}, 30), [
+                vars(a) for a in memory.attempts
             ]
     return prediction.id
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from localcog.postgres import scratch_database
 from receiver.db import make_engine, migrate
+from receiver.frames import Frames, frame
 from receiver.store import Delivery, Store
-from receiver.writer_process import Frames, Recorder, frame
+from receiver.writer_process import Recorder
 from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, prediction, read
 

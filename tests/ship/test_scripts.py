@@ -38,8 +38,8 @@ def one_line_failure(result: subprocess.CompletedProcess[str], prog: str, words:
 @pytest.fixture
 def api_env(standin: LiveStandIn, schema_file: Any) -> dict[str, str]:
     url = standin.url
-    state = standin.memory
-    state.add_version(MODEL, json.loads(SCHEMA.read_text()))
+    memory = standin.memory
+    memory.add_version(MODEL, json.loads(SCHEMA.read_text()))
     return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": url}
 
 
@@ -162,10 +162,10 @@ def test_push_without_the_image_digest_fails_in_one_line(line: str) -> None:
 
 
 def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: LiveStandIn) -> None:
-    state = standin.memory
+    memory = standin.memory
     api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
-    version = state.versions[MODEL][0]["id"]
-    state.throttled = 2
+    version = memory.versions[MODEL][0]["id"]
+    memory.throttled = 2
     slept: list[float] = []
     created = with_backoff(
         lambda: api.deployments.create(
@@ -181,7 +181,7 @@ def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: L
     assert created.name == "busy"
     assert len(slept) == 2
     assert slept[1] <= 2.0  # full jitter under base * 2**attempt
-    state.throttled = 10
+    memory.throttled = 10
     with pytest.raises(ReplicateError) as refused:
         with_backoff(
             lambda: api.deployments.update("local", "busy", max_instances=2), 2, 1, slept.append
@@ -193,7 +193,7 @@ def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: L
 def test_aborted_predictions_are_read_as_raw_json(
     api_env: dict[str, str], standin: LiveStandIn
 ) -> None:
-    state = standin.memory
-    state.put("gone", "aborted")
+    memory = standin.memory
+    memory.put("gone", "aborted")
     api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
     assert raw_prediction(api, "gone")["status"] == "aborted"

@@ -23,16 +23,16 @@ AUTH = {"authorization": f"Bearer {STANDIN_TOKEN}"}
 @pytest.mark.parametrize("status", ["starting", "succeeded", "failed", "aborted"])
 def test_prediction_matches_the_schema(standin: LiveStandIn, status: str) -> None:
     url = standin.url
-    state = standin.memory
-    state.put("abc", status, output=[[0.1]] if status == "succeeded" else None)
+    memory = standin.memory
+    memory.put("abc", status, output=[[0.1]] if status == "succeeded" else None)
     body = httpx.get(f"{url}/v1/predictions/abc", headers=AUTH).json()
     validate(body, "/predictions/{prediction_id}", "get")
 
 
 def test_the_contract_check_can_fail(standin: LiveStandIn) -> None:
     url = standin.url
-    state = standin.memory
-    state.put("bad", "exploded")  # not a status Replicate has
+    memory = standin.memory
+    memory.put("bad", "exploded")  # not a status Replicate has
     body = httpx.get(f"{url}/v1/predictions/bad", headers=AUTH).json()
     with pytest.raises(jsonschema.ValidationError):
         validate(body, "/predictions/{prediction_id}", "get")
@@ -138,7 +138,7 @@ def test_deployment_requests_are_checked(
 
 def test_deployment_predictions_match_the_schema(registered: RegisteredModel) -> None:
     url = registered.url
-    state = registered.memory
+    memory = registered.memory
     version = registered.version
     create_deployment(url, "p", version)
     path = "/deployments/{deployment_owner}/{deployment_name}/predictions"
@@ -153,7 +153,7 @@ def test_deployment_predictions_match_the_schema(registered: RegisteredModel) ->
     canceled = httpx.post(f"{url}/v1/predictions/{pid}/cancel", headers=AUTH).json()
     validate(canceled, "/predictions/{prediction_id}/cancel", "post")
     assert canceled["status"] == "canceled"
-    assert state.predictions[pid]["deployment"] == "local/p"
+    assert memory.predictions[pid]["deployment"] == "local/p"
 
 
 @pytest.mark.parametrize(
@@ -183,10 +183,10 @@ def test_a_prediction_cog_never_finishes_is_canceled_at_the_deadline(
     registered: RegisteredModel, sink: WebhookSink
 ) -> None:
     url = registered.url
-    state = registered.memory
+    memory = registered.memory
     version = registered.version
-    state.cog_url = sink.url  # takes the prediction (any POST gets 200) and never calls back
-    state.deadline_seconds = 0.2
+    memory.cog_url = sink.url  # takes the prediction (any POST gets 200) and never calls back
+    memory.deadline_seconds = 0.2
     create_deployment(url, "slow", version)
     created = httpx.post(
         f"{url}/v1/deployments/local/slow/predictions",

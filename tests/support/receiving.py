@@ -1,4 +1,5 @@
-"""Helpers for the receiver's tests: a live server on loopback, signed deliveries."""
+"""Helpers for the receiver's tests: the webhook secret and read token, a clock the test moves,
+prediction bodies, signed deliveries and authorized reads."""
 
 from __future__ import annotations
 
