@@ -27,13 +27,12 @@ from embedder.engine import Embedder, load_tokenizer
 from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import package_dir
 from localcog import REPO
-from localcog.server import cog_server
+from localcog.server import RUNNER, cog_server
 
 PEAK_BF16_FLOPS = (
     800e12  # H100/H200 dense bf16 peak, rounded down (NVIDIA data sheets: 989.5 TFLOPS SXM)
 )
 BOOT_TIMEOUT = 300
-OURS = "predict.py:Runner"
 NAIVE = "bench/naive_predict.py:Runner"
 
 
@@ -120,7 +119,7 @@ def through_cog(count: int, runs: int) -> None:
         log_dir = Path(logs)
         for i in range(runs):  # alternate: drift hits both sides
             naive.append(serve_and_predict(NAIVE, log_dir / f"naive-{i}.log", texts))
-            ours.append(serve_and_predict(OURS, log_dir / f"ours-{i}.log", texts))
+            ours.append(serve_and_predict(RUNNER, log_dir / f"ours-{i}.log", texts))
     boot_o, boot_n = (statistics.median(b for b, _ in runs_) for runs_ in (ours, naive))
     rate_o, rate_n = (count / min(r for _, r in runs_) for runs_ in (ours, naive))
     print(f"[cog] Cog HTTP server, median boot and best request of {runs}")

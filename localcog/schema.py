@@ -20,10 +20,14 @@ from cog import _inspector
 SCHEMA_PATH = Path(".cog/openapi_schema.json")
 
 
+def runner_of(cog_yaml: Path = Path("cog.yaml")) -> str:
+    """cog.yaml's `run`, as written: "predict.py:Runner"."""
+    return str(yaml.safe_load(cog_yaml.read_text())["run"])
+
+
 def runner_ref(cog_yaml: Path = Path("cog.yaml")) -> tuple[str, str]:
     """('predict', 'Runner') from cog.yaml's `run: "predict.py:Runner"`."""
-    ref = yaml.safe_load(cog_yaml.read_text())["run"]
-    module_file, _, name = ref.partition(":")
+    module_file, _, name = runner_of(cog_yaml).partition(":")
     return module_file.removesuffix(".py").replace("/", "."), name
 
 

@@ -29,8 +29,9 @@ from localcog import REPO
 from localcog.loopback import free_port
 from localcog.polling import PollTimeoutError, poll
 from localcog.processes import dying_with_parent
+from localcog.schema import runner_of
 
-RUNNER = "predict.py:Runner"
+RUNNER = runner_of(REPO / "cog.yaml")  # what cog.yaml runs: "predict.py:Runner"
 SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
 # Slots of a runner whose run() is async (coglet refuses more than one for a sync run()).
 # coglet returns a slot to its pool a moment after it has sent the response, so a client

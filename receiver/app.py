@@ -50,6 +50,11 @@ def create_app(
         title="Replicate webhook receiver",
         lifespan=_lifespan(context, workers or []),
         redirect_slashes=False,
+        # No interactive docs or schema: the README documents the API, and the receiver
+        # serves nothing it does not need on a public address.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.context = context
     app.add_exception_handler(RefusedError, _refused)

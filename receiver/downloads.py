@@ -33,6 +33,10 @@ class DownloadError(Exception):
     """This attempt failed; the job is retried later or dead-lettered."""
 
 
+class TooLargeError(DownloadError):
+    """The file is over the size cap: fetching it again would not change that."""
+
+
 def safe_name(text: str, fallback: str) -> str:
     """A single path component of safe characters: no separators, no leading dots."""
     name = _UNSAFE.sub("_", text).lstrip(".")[:100]
@@ -53,11 +57,26 @@ def _data_uri(url: str) -> tuple[bytes, str]:
         )
     except binascii.Error as exc:
         raise DownloadError("data URI is not valid base64") from exc
-    return raw, media_type or "application/octet-stream"
+    return raw, content_type_of(media_type)
+
+
+def prediction_folder(root: Path, prediction_id: str) -> Path:
+    """One folder per prediction, whatever its id: a readable prefix, then a digest of the
+    whole id, so ids that sanitise alike (`a?b`, `a#b`, long shared prefixes) never share."""
+    digest = hashlib.sha256(prediction_id.encode()).hexdigest()[:16]
+    return root / f"{safe_name(prediction_id, 'prediction')[:64]}-{digest}"
+
+
+def content_type_of(header: str | None) -> str:
+    """The served content type as recorded: printable ASCII that fits the column, or the
+    generic type (it is advisory; the read API never trusts it anyway)."""
+    if header and len(header) <= 255 and header.isascii() and header.isprintable():
+        return header
+    return "application/octet-stream"
 
 
 def target(root: Path, job: Job, content_type: str) -> Path:
-    folder = root / safe_name(job.prediction_id, "prediction")
+    folder = prediction_folder(root, job.prediction_id)
     if job.url.startswith("data:"):
         name = f"{job.n}{mimetypes.guess_extension(content_type) or '.bin'}"
     else:
@@ -68,17 +87,22 @@ def target(root: Path, job: Job, content_type: str) -> Path:
     return path
 
 
-def fetch(job: Job, root: Path, hosts: list[str], client: httpx.Client) -> StoredFile:
+def fetch(
+    job: Job, root: Path, hosts: list[str], client: httpx.Client, max_bytes: int
+) -> StoredFile:
     """Store one file under `root`; say where, and what it holds."""
     if not host_allowed(job.url, hosts):
         raise DownloadError("host not in RECEIVER_DOWNLOAD_HOSTS")
     root.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
+    too_large = TooLargeError(f"file over RECEIVER_DOWNLOAD_MAX_BYTES ({max_bytes} bytes)")
     with tempfile.NamedTemporaryFile(dir=root, prefix=".partial-", delete=False) as tmp:
         try:
             if job.url.startswith("data:"):
                 data, content_type = _data_uri(job.url)
+                if len(data) > max_bytes:
+                    raise too_large
                 tmp.write(data)
                 digest.update(data)
                 size = len(data)
@@ -86,11 +110,13 @@ def fetch(job: Job, root: Path, hosts: list[str], client: httpx.Client) -> Store
                 with client.stream("GET", job.url) as response:
                     if response.status_code != 200:
                         raise DownloadError(f"HTTP {response.status_code} from {job.url}")
-                    content_type = response.headers.get("content-type", "application/octet-stream")
+                    content_type = content_type_of(response.headers.get("content-type"))
                     for chunk in response.iter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise too_large
                         tmp.write(chunk)
                         digest.update(chunk)
-                        size += len(chunk)
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise
@@ -115,16 +141,33 @@ class Downloader:
         )
 
     def step(self) -> bool:
-        job = self.store.claim(self.clock(), LEASE_SECONDS)
+        settings = self.settings
+        max_attempts = settings.receiver_download_max_attempts
+        job = self.store.claim(self.clock(), LEASE_SECONDS, max_attempts)
         if job is None:
             return False
-        hosts = self.settings.receiver_download_hosts
+        hosts = settings.receiver_download_hosts
         try:
-            stored = fetch(job, self.settings.receiver_output_dir, hosts, self.client)
-        except (DownloadError, httpx.HTTPError, OSError) as exc:
-            last = job.attempts >= self.settings.receiver_download_max_attempts
-            retry_at = None if last else self.clock() + backoff(job.attempts)
-            self.store.retry_or_bury(job, f"{exc.__class__.__name__}: {exc}"[:500], retry_at)
+            stored = fetch(
+                job,
+                settings.receiver_output_dir,
+                hosts,
+                self.client,
+                settings.receiver_download_max_bytes,
+            )
+        except Exception as exc:  # any failure is an attempt: none may leave the job running
+            self._failed(job, exc)
             return True
         self.store.finish(job, stored)
         return True
+
+    def _failed(self, job: Job, exc: Exception) -> None:
+        """Retry after a backoff, or dead-letter: at the attempt limit, or when retrying
+        cannot help (a file over the size cap)."""
+        last = job.attempts >= self.settings.receiver_download_max_attempts
+        if last or isinstance(exc, TooLargeError):
+            retry_at = None
+        else:
+            retry_at = self.clock() + backoff(job.attempts)
+        reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
+        self.store.retry_or_bury(job, reason[:500], retry_at)

@@ -51,30 +51,48 @@ class FileQueue:
             conn.execute(self._add_files, jobs).all()
 
     def jobs_for(self, prediction_id: str, output: object, now: float) -> list[dict[str, Any]]:
-        """One row per file in `output`: queued, or refused when its host is not allowed."""
+        """One row per file in `output`: queued, or refused with the reason it cannot be fetched."""
         jobs = []
         for n, url in enumerate(rules.output_files(output)):
-            allowed = rules.host_allowed(url, self.download_hosts)
+            refusal = self._refusal(url)
             jobs.append(
                 {
                     "prediction_id": prediction_id,
                     "n": n,
-                    "url": url,
-                    "state": "queued" if allowed else "refused",
+                    # PostgreSQL text cannot hold NUL: the row keeps it escaped, as JSON would.
+                    "url": url.replace("\x00", "\\u0000"),
+                    "state": "refused" if refusal else "queued",
                     "attempts": 0,
                     "next_attempt_at": now,
                     "lease_until": None,
-                    "last_error": None if allowed else "host not in RECEIVER_DOWNLOAD_HOSTS",
+                    "last_error": refusal,
                 }
             )
         return jobs
 
-    def claim(self, now: float, lease: float) -> Job | None:
-        """Take one due job (or one whose lease ran out: its process died) for this worker."""
-        due = ((files.c.state == "queued") & (files.c.next_attempt_at <= now)) | (
-            (files.c.state == "running") & (files.c.lease_until < now)
-        )
+    def _refusal(self, url: str) -> str | None:
+        """Why this file must not be fetched, or None."""
+        if "\x00" in url:
+            return "URL holds a NUL character"
+        if not rules.host_allowed(url, self.download_hosts):
+            return "host not in RECEIVER_DOWNLOAD_HOSTS"
+        return None
+
+    def claim(self, now: float, lease: float, max_attempts: int) -> Job | None:
+        """Take one due job (or one whose lease ran out: its process died) for this worker.
+        A job whose lease ran out on its last attempt is dead-lettered, not run again."""
+        expired = (files.c.state == "running") & (files.c.lease_until < now)
+        due = ((files.c.state == "queued") & (files.c.next_attempt_at <= now)) | expired
         with self.engine.begin() as conn:
+            conn.execute(
+                update(files)
+                .where(expired & (files.c.attempts >= max_attempts))
+                .values(
+                    state="dead",
+                    lease_until=None,
+                    last_error=f"gave up after {max_attempts} attempts (the last never finished)",
+                )
+            )
             row = conn.execute(
                 select(files.c.id, files.c.prediction_id, files.c.n, files.c.url, files.c.attempts)
                 .where(due)

@@ -11,6 +11,7 @@ twin). The repetition is deliberate: the receiver ships on its own and imports n
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from replicate.client import Client
 
@@ -30,6 +31,7 @@ def default_webhook_secret(settings: Settings) -> str:
 
 
 def prediction(settings: Settings, prediction_id: str) -> dict[str, Any]:
-    response = client(settings)._request("GET", f"/v1/predictions/{prediction_id}")
+    path = f"/v1/predictions/{quote(prediction_id, safe='')}"  # the caller checks it; and escape
+    response = client(settings)._request("GET", path)
     body: dict[str, Any] = response.json()
     return body

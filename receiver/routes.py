@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,12 +21,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver import rules
 from receiver.context import AppContext, Context, RefusedError
+from receiver.file_response import attachment
 from receiver.signature import VerificationError, verify
 from receiver.store import Delivery, iso
 from receiver.writer import StoreError
 
 WEBHOOK_PATH = "/webhooks/replicate"
 MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
+MAX_CURSOR = 1024  # characters; ours are under 400
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -55,15 +57,32 @@ def _payload(body: bytes) -> dict[str, Any]:
 
 
 def _cursor(created_at: float, pid: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([created_at, pid]).encode()).decode()
+    return base64.urlsafe_b64encode(orjson.dumps([created_at, pid])).decode()
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str]:
+    """Exactly what `_cursor` makes, `[finite number, prediction id]`, or a 400: the cursor
+    comes from the client, and whatever it holds must not reach the database."""
+    refused = RefusedError(400, "cursor is not one this API returned")
     try:
-        created_at, pid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(pid)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise RefusedError(400, "cursor is not one this API returned") from exc
+        decoded = orjson.loads(base64.urlsafe_b64decode(cursor[:MAX_CURSOR].encode()))
+    except (orjson.JSONDecodeError, ValueError, binascii.Error) as exc:
+        raise refused from exc
+    if not (isinstance(decoded, list) and len(decoded) == 2):
+        raise refused
+    created_at = decoded[0]
+    pid = decoded[1]
+    if type(created_at) not in (int, float) or not math.isfinite(created_at):
+        raise refused
+    if not isinstance(pid, str) or not rules.valid_id(pid):
+        raise refused
+    return float(created_at), pid
+
+
+def _status_filter(status: str | None) -> str | None:
+    if status is not None and status not in rules.STATUSES:
+        raise RefusedError(400, f"status must be one of: {', '.join(rules.STATUSES)}")
+    return status
 
 
 webhook_routes = APIRouter()
@@ -120,6 +139,8 @@ read_routes = APIRouter(dependencies=[Depends(reader)])
 
 @read_routes.get("/predictions/{prediction_id}")
 def get_prediction(prediction_id: str, ctx: Context) -> dict[str, Any]:
+    if not rules.valid_id(prediction_id):  # never stored; and PostgreSQL cannot compare NUL
+        raise RefusedError(404, "no such prediction")
     found = ctx.store.prediction(prediction_id)
     if found is None:
         raise RefusedError(404, "no such prediction")
@@ -133,7 +154,8 @@ def list_predictions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    rows = ctx.store.predictions(status, limit, _parse_cursor(cursor) if cursor else None)
+    before = _parse_cursor(cursor) if cursor else None
+    rows = ctx.store.predictions(_status_filter(status), limit, before)
     last = rows[-1] if len(rows) == limit else None
     items = [
         {**r, "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])} for r in rows
@@ -145,12 +167,15 @@ def list_predictions(
 def get_file(
     prediction_id: str, n: Annotated[int, FastApiPath(ge=0, le=MAX_FILES)], ctx: Context
 ) -> FileResponse:
-    row = ctx.store.file(prediction_id, n)
+    row = ctx.store.file(prediction_id, n) if rules.valid_id(prediction_id) else None
     if row is None:
         raise RefusedError(404, "no such file")
     if row["state"] != "done" or not row["path"]:
         raise RefusedError(409, f"file not stored yet (state: {row['state']})")
-    return FileResponse(Path(row["path"]), media_type=row["content_type"])
+    path = Path(row["path"])
+    if not path.is_file():
+        raise RefusedError(410, "file was stored but is no longer on disk")
+    return attachment(path, row["content_type"])
 
 
 operator_routes = APIRouter()

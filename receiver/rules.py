@@ -15,7 +15,17 @@ from urllib.parse import urlsplit
 
 # Also in ship/api.py: the receiver ships on its own and imports nothing from the repository.
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+# Replicate's statuses, in lifecycle order: what the read API filters by. A delivery with any
+# other short status is still stored as it came (Replicate may add one; losing it is worse).
+STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborted")
+# How deep a body may nest (the body itself is level 1). Every step after parsing must handle
+# it: orjson encodes at most 255 levels, Python recursion stops near 1000, and an embedding
+# output needs 3. Deeper bodies get a 400 that says so, at once, instead of a 503 later.
+MAX_DEPTH = 64
 _PROGRESS = {"starting": 0, "processing": 1}
+FILE_PREFIXES = ("https://", "http://", "data:")
+_SCALARS = (float, int, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def problem(body: object) -> str | None:
@@ -29,7 +39,34 @@ def problem(body: object) -> str | None:
     status = body.get("status", "")
     if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
         return "status is not a short printable string"
+    if too_deep(body, MAX_DEPTH):
+        return f"body nested deeper than {MAX_DEPTH} levels"
     return None
+
+
+def valid_id(text: str) -> bool:
+    """Could this be a stored prediction id? (What `problem` lets in: 1-255 printable.)"""
+    return 1 <= len(text) <= 255 and text.isprintable()
+
+
+def too_deep(value: object, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels. Iterative, so any depth the parser
+    allowed is measured without recursion; rows of numbers are passed over at C speed."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        if _SCALAR_TYPES.issuperset(map(type, children)):
+            continue
+        stack.extend((child, depth + 1) for child in children if type(child) not in _SCALARS)
+    return False
 
 
 def is_terminal(body: dict[str, Any]) -> bool:
@@ -76,11 +113,6 @@ def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> Merge:
         if _size(current.get(key)) > _size(incoming.get(key)):
             merged[key] = current[key]
     return Merge(merged, "merged")
-
-
-FILE_PREFIXES = ("https://", "http://", "data:")
-_SCALARS = (float, int, bool, type(None))
-_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _collect(value: object, found: list[str]) -> None:

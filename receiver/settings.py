@@ -104,6 +104,7 @@ class Settings(BaseSettings):
     receiver_max_body_bytes: int = Field(32 << 20, ge=1024)
     receiver_download_hosts: Annotated[list[str], NoDecode] = ["replicate.delivery"]
     receiver_download_max_attempts: int = Field(8, ge=1)
+    receiver_download_max_bytes: int = Field(64 << 20, ge=1)
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)

@@ -73,8 +73,8 @@ class Store:
         return self.ingest.record_batch(batch, conn)
 
     # The download queue
-    def claim(self, now: float, lease: float) -> Job | None:
-        return self.queue.claim(now, lease)
+    def claim(self, now: float, lease: float, max_attempts: int) -> Job | None:
+        return self.queue.claim(now, lease, max_attempts)
 
     def finish(self, job: Job, stored: StoredFile) -> None:
         self.queue.finish(job, stored)

@@ -78,6 +78,11 @@ class Dispatcher:
         if prediction is None or prediction["status"] in TERMINAL:
             return
         status = update.get("status", prediction["status"])
+        if status in TERMINAL and "started_at" not in prediction and prediction_id in self.accepted:
+            # Cog sends its webhooks concurrently: its `processing` may come after its terminal
+            # one, or not at all. The model did start, and Replicate says so first, with the
+            # state the prediction started in (its `start` webhook must not read `failed`).
+            self.apply(prediction_id, {"status": "processing"})
         before = dict(prediction)
         prediction["status"] = status
         for key in ("output", "error"):
@@ -94,11 +99,6 @@ class Dispatcher:
             events.append("output")
         if prediction["logs"] != before["logs"] and status not in TERMINAL:
             events.append("logs")
-        if status in TERMINAL and "started_at" not in prediction and prediction_id in self.accepted:
-            # Cog sends its webhooks concurrently: its `processing` may come after its terminal
-            # one, or not at all. The model did start, and Replicate says so first.
-            prediction["started_at"] = now_iso()
-            events.append("start")
         if status in TERMINAL:
             prediction["completed_at"] = now_iso()
             prediction.setdefault("started_at", prediction["completed_at"])

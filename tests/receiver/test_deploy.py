@@ -168,8 +168,7 @@ def test_caddy_proxies_the_public_name_to_the_receiver_service(
     assert "receiver" in compose["services"]
     # /metrics is answered by Caddy itself, not proxied.
     assert {"handler": "static_response", "status_code": 404} in list(handlers(route))
-    for inside in ("/metrics", "/docs", "/openapi.json"):
-        assert f'"{inside}"' in json.dumps(route)
+    assert '"/metrics"' in json.dumps(route)
     caddy = compose["services"]["caddy"]
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
     assert "RECEIVER_DOMAIN" in caddy["environment"]

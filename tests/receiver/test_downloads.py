@@ -40,12 +40,14 @@ class DownloadRig:
 
 @pytest.fixture
 def rig(receiver_settings: Settings, files: FileServer) -> Iterator[DownloadRig]:
-    """The shared test settings, plus the local file server's origin and 3 attempts at most."""
+    """The shared test settings, plus the local file server's origin, 3 attempts at most and
+    files of 64 KiB at most."""
     settings = Settings.model_validate(
         {
             **receiver_settings.model_dump(),
             "receiver_download_hosts": ["replicate.delivery", files.origin],
             "receiver_download_max_attempts": 3,
+            "receiver_download_max_bytes": 64 * 1024,
         }
     )
     store = open_store(settings)
@@ -107,7 +109,7 @@ def test_a_job_left_running_by_a_dead_process_is_resumed(
     rig.store.record(
         "m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), rig.clock()
     )
-    claimed = rig.store.claim(rig.clock(), LEASE_SECONDS)
+    claimed = rig.store.claim(rig.clock(), LEASE_SECONDS, max_attempts=3)
     assert claimed is not None  # claimed, then the process died
     # As after a restart: a new store and downloader over the same database.
     restarted = Downloader(open_store(rig.settings), rig.settings, rig.clock)
@@ -180,7 +182,7 @@ def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer
     lock = threading.Lock()
 
     def worker() -> None:
-        while (job := rig.store.claim(time.time(), LEASE_SECONDS)) is not None:
+        while (job := rig.store.claim(time.time(), LEASE_SECONDS, max_attempts=3)) is not None:
             with lock:
                 claimed.append(job.id)
 
@@ -191,3 +193,57 @@ def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer
         t.join()
     assert len(claimed) == 30
     assert len(set(claimed)) == 30
+
+
+def test_every_failure_is_an_attempt_and_the_limit_holds(
+    rig: DownloadRig, files: FileServer
+) -> None:
+    """URLs the allow-list passes but the HTTP client refuses, and a content type longer than
+    the column, once left jobs `running` for good, retried every lease past the limit."""
+    files.routes["/long-type"] = (200, b"abc", {"content-type": "text/plain; x=" + "y" * 300})
+    output = [
+        f"{files.origin}/non\x01printable",  # httpx: InvalidURL
+        "https://xn--a.replicate.delivery/x",  # idna: IDNAError, a UnicodeError
+        f"{files.origin}/long-type",
+    ]
+    rig.store.record("m1", prediction("stuck", "succeeded", output=output), rig.clock())
+    downloader = rig.downloader()
+    for _ in range(3):
+        drain(downloader)
+        rig.clock.now += 400  # past any backoff
+    rows = rig.store.prediction("stuck")["files"]
+    assert [(r["state"], r["attempts"]) for r in rows] == [("dead", 3), ("dead", 3), ("done", 1)]
+    assert rows[0]["last_error"].startswith("InvalidURL: ")
+    assert rows[2]["content_type"] == "application/octet-stream"  # too long to keep: not trusted
+    rig.clock.now += LEASE_SECONDS + 1
+    assert not downloader.step()  # nothing left running or due
+
+
+def test_a_file_over_the_size_cap_is_not_kept(rig: DownloadRig, files: FileServer) -> None:
+    files.routes["/huge.npy"] = (200, b"x" * (64 * 1024 + 1), {})
+    files.routes["/fits.npy"] = (200, b"x" * (64 * 1024), {})
+    output = [f"{files.origin}/huge.npy", f"{files.origin}/fits.npy"]
+    rig.store.record("m1", prediction("big", "succeeded", output=output), rig.clock())
+    drain(rig.downloader())
+    rows = rig.store.prediction("big")["files"]
+    assert [(r["state"], r["attempts"]) for r in rows] == [("dead", 1), ("done", 1)]  # no retry
+    assert rows[0]["last_error"] == "file over RECEIVER_DOWNLOAD_MAX_BYTES (65536 bytes)"
+    assert list(rig.settings.receiver_output_dir.rglob("*huge*")) == []
+    assert list(rig.settings.receiver_output_dir.rglob(".partial-*")) == []
+
+
+@pytest.mark.parametrize("ids", [("a?b", "a#b"), ("x" * 100 + "1", "x" * 100 + "2")])
+def test_ids_that_sanitise_alike_keep_their_own_files(
+    rig: DownloadRig, files: FileServer, ids: tuple[str, str]
+) -> None:
+    for i, pid in enumerate(ids):
+        files.routes[f"/{i}/out.npy"] = (200, pid.encode(), {})  # the same file name for both
+        output = f"{files.origin}/{i}/out.npy"
+        rig.store.record(f"m-{i}", prediction(pid, "succeeded", output=output), rig.clock())
+    drain(rig.downloader())
+    stored = [rig.store.file(pid, 0) for pid in ids]
+    assert stored[0]["path"] != stored[1]["path"]
+    for pid, row in zip(ids, stored, strict=True):
+        content = Path(row["path"]).read_bytes()
+        assert content == pid.encode()
+        assert row["sha256"] == hashlib.sha256(content).hexdigest()

@@ -10,6 +10,7 @@ from receiver import replicate_api
 from receiver.reconcile import Reconciler
 from receiver.settings import Settings
 from tests.support.live import LiveReceiver, LiveStandIn
+from tests.support.loopback_http import FileServer
 from tests.support.receiving import prediction
 from tests.support.standin import STANDIN_TOKEN
 
@@ -91,3 +92,30 @@ def test_terminal_and_expired_predictions_are_left_alone(
     reconciler.step()
     assert store.prediction("old")["status"] == "processing"  # not fetched
     assert [d["source"] for d in store.prediction("done")["deliveries"]] == ["webhook"]
+
+
+@pytest.mark.parametrize("prediction_id", ["../../v1/account", "..", "a/b", "a?b=c", "a%2Fb"])
+def test_an_id_that_is_not_replicates_never_reaches_another_api_path(
+    receiver: LiveReceiver, receiver_settings: Settings, prediction_id: str
+) -> None:
+    """Ids come from whoever signed the delivery; the API token must not follow them elsewhere."""
+    api = FileServer()
+    try:
+        settings = Settings.model_validate(
+            {
+                **receiver_settings.model_dump(),
+                "replicate_api_token": STANDIN_TOKEN,
+                "replicate_base_url": api.origin,
+                "receiver_reconcile_after_seconds": 60.0,
+            }
+        )
+        fetch = partial(replicate_api.prediction, settings)
+        reconciler = Reconciler(receiver.store, settings, fetch, receiver.clock)
+        receiver.store.record("m1", prediction(prediction_id, "processing"), receiver.clock())
+        receiver.clock.now += 61
+        reconciler.step()
+    finally:
+        api.close()
+    assert list(api.hits) == []  # not fetched at all: no Replicate id looks like this
+    assert receiver.store.prediction(prediction_id)["status"] == "processing"
+    assert receiver.store.stale(receiver.clock.now - 60, 0, 10) == []  # and not asked again
