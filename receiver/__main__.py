@@ -114,6 +114,7 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
     from sqlalchemy.exc import SQLAlchemyError
 
     from receiver.app import create_app
+    from receiver.connections import with_header_deadline
     from receiver.runtime import background_workers, open_store
 
     settings = load_settings()
@@ -143,6 +144,8 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
         access_log=access_log,
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
+        http=with_header_deadline(settings.receiver_header_timeout_seconds),
+        limit_concurrency=settings.receiver_max_connections,
     )
 
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from receiver.bodies import ByteBudget
 from receiver.context import AppContext, RefusedError
 from receiver.metrics import Metrics
 from receiver.refusals import RefusalLog
@@ -43,6 +44,7 @@ def create_app(
         writer=Writer(store.config),
         metrics=Metrics(store.queue_depth),
         refusals=refusals or RefusalLog(log),
+        budget=ByteBudget(settings.receiver_max_bytes_in_flight),
         clock=clock,
     )
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.

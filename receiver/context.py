@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+
+if TYPE_CHECKING:  # bodies.py raises RefusedError from here
+    from receiver.bodies import ByteBudget
 
 from receiver.metrics import Metrics
 from receiver.refusals import RefusalLog
@@ -36,6 +39,7 @@ class AppContext:
     writer: Writer
     metrics: Metrics
     refusals: RefusalLog
+    budget: ByteBudget
     clock: Callable[[], float]
 
 

@@ -4,13 +4,15 @@ app's `AppContext` (see `receiver.context`)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,30 +22,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver import rules
+from receiver.bodies import ClientGoneError, declared_size, read_body
 from receiver.context import AppContext, Context, RefusedError
 from receiver.file_response import attachment
-from receiver.signature import VerificationError, verify
-from receiver.store import Delivery, iso
+from receiver.signature import VerificationError, check_body, check_headers
+from receiver.store import Delivery, Outcome, iso
 from receiver.writer import StoreError
 
+T = TypeVar("T")
 WEBHOOK_PATH = "/webhooks/replicate"
 MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
 MAX_CURSOR = 1024  # characters; ours are under 400
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing more than `limit` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise RefusedError(413, f"body over {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RefusedError(413, f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _payload(body: bytes) -> dict[str, Any]:
@@ -88,24 +77,45 @@ def _status_filter(status: str | None) -> str | None:
 webhook_routes = APIRouter()
 
 
-async def _record(request: Request, ctx: AppContext) -> dict[str, str]:
-    """Verify, parse and durably record one delivery: the answer for the sender."""
-    settings = ctx.settings
-    body = await _body(request, settings.receiver_max_body_bytes)
+def _verified(ctx: AppContext, check: Callable[[], T]) -> T:
+    """Run one verification step; a failure is counted by reason and answered 401."""
     try:
-        webhook_id = verify(
-            ctx.keys, request.headers, body, ctx.clock(), settings.receiver_tolerance_seconds
-        )
+        return check()
     except VerificationError as exc:
         ctx.metrics.verification_failures.labels(exc.reason).inc()
         raise RefusedError(401, f"signature verification failed: {exc.reason}") from exc
-    delivery = Delivery(webhook_id, _payload(body), ctx.clock(), raw=body)
-    outcome = await ctx.writer.write(delivery)
+
+
+async def _committed(ctx: AppContext, delivery: Delivery) -> Outcome:
+    """The delivery's outcome once committed, or a 503 when the store takes too long (a lock
+    held, a disk stalled): Replicate retries, and a retry of a delivery that did commit in the
+    end is answered `duplicate`."""
+    timeout = ctx.settings.receiver_store_timeout_seconds
+    try:
+        return await asyncio.wait_for(ctx.writer.write(delivery), timeout)
+    except TimeoutError as exc:
+        raise StoreError(f"no commit within {timeout:g} s") from exc
+
+
+async def _record(request: Request, ctx: AppContext) -> dict[str, str]:
+    """Verify, parse and durably record one delivery: the answer for the sender. The headers
+    are checked before a byte of the body is read; the body then holds part of a budget
+    shared by every connection until the answer is sent."""
+    settings = ctx.settings
+    tolerance = settings.receiver_tolerance_seconds
+    claim = _verified(ctx, lambda: check_headers(request.headers, ctx.clock(), tolerance))
+    limit = settings.receiver_max_body_bytes
+    declared = declared_size(request, limit)
+    with ctx.budget.reserve(limit if declared is None else declared):
+        body = await read_body(request, limit, settings.receiver_body_timeout_seconds)
+        webhook_id = _verified(ctx, lambda: check_body(ctx.keys, claim, body))
+        delivery = Delivery(webhook_id, _payload(body), ctx.clock(), raw=body)
+        outcome = await _committed(ctx, delivery)
     return {"status": outcome, "webhook_id": webhook_id}
 
 
 @webhook_routes.post(WEBHOOK_PATH)
-async def webhook(request: Request, ctx: Context) -> JSONResponse:
+async def webhook(request: Request, ctx: Context) -> Response:
     started = time.perf_counter()
     try:
         answer = await _record(request, ctx)
@@ -114,6 +124,9 @@ async def webhook(request: Request, ctx: Context) -> JSONResponse:
         client = request.client.host if request.client else None
         ctx.refusals.refused(exc.status, exc.reason, request.headers.get("webhook-id"), client)
         raise
+    except ClientGoneError:
+        ctx.metrics.deliveries.labels("client_disconnected").inc()
+        return Response(status_code=400)  # nobody is left to read it
     except (SQLAlchemyError, StoreError):
         ctx.metrics.deliveries.labels("store_unavailable").inc()
         raise

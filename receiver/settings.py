@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     receiver_output_dir: Path = Path("./data/outputs")
     receiver_tolerance_seconds: int = Field(300, ge=1)
     receiver_max_body_bytes: int = Field(32 << 20, ge=1024)
+    receiver_max_bytes_in_flight: int = Field(128 << 20, ge=1024)
+    receiver_body_timeout_seconds: float = Field(30, gt=0)
+    receiver_header_timeout_seconds: float = Field(10, gt=0)
+    receiver_max_connections: int = Field(1000, ge=2)
+    receiver_store_timeout_seconds: float = Field(10, gt=0)
     receiver_download_hosts: Annotated[list[str], NoDecode] = ["replicate.delivery"]
     receiver_download_max_attempts: int = Field(8, ge=1)
     receiver_download_max_bytes: int = Field(64 << 20, ge=1)
@@ -128,6 +133,15 @@ class Settings(BaseSettings):
     @classmethod
     def _proxies(cls, entries: list[str]) -> list[str]:
         return [check_trusted_proxy(entry) for entry in entries]
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> Settings:
+        if self.receiver_max_bytes_in_flight < self.receiver_max_body_bytes:
+            raise ValueError(
+                "RECEIVER_MAX_BYTES_IN_FLIGHT is below RECEIVER_MAX_BODY_BYTES: "
+                "no body of the largest size could ever be received"
+            )
+        return self
 
     def secrets(self) -> list[str]:
         secret = self.replicate_webhook_secret

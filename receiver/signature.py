@@ -16,6 +16,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 PREFIX = "whsec_"
 SECRET_BYTES = 32  # Replicate's own secrets decode to 24 bytes; ours accept 24-64
@@ -83,10 +84,18 @@ def _v1_macs(header: str) -> list[bytes]:
     return macs
 
 
-def verify(
-    keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: float, tolerance: int
-) -> str:
-    """Return the webhook-id of a genuine delivery; raise VerificationError otherwise."""
+@dataclass(frozen=True)
+class Claim:
+    """What a delivery's headers claim, well-formed and on time: checked before any body is
+    read, so a sender without them holds no memory and no time."""
+
+    msg_id: str
+    timestamp: str
+    macs: list[bytes]
+
+
+def check_headers(headers: Mapping[str, str], now: float, tolerance: int) -> Claim:
+    """The claim of well-formed, timely headers; raise VerificationError otherwise."""
     msg_id = headers.get("webhook-id", "")
     timestamp = headers.get("webhook-timestamp", "")
     header = headers.get("webhook-signature", "")
@@ -103,13 +112,25 @@ def verify(
     macs = _v1_macs(header)
     if not macs:
         raise VerificationError("no_v1_signature")
-    content = f"{msg_id}.{timestamp}.".encode() + body
+    return Claim(msg_id, timestamp, macs)
+
+
+def check_body(keys: Sequence[bytes], claim: Claim, body: bytes) -> str:
+    """Return the webhook-id if one of the claimed MACs is `body`'s under one of `keys`."""
+    content = f"{claim.msg_id}.{claim.timestamp}.".encode() + body
     expected = [hmac.digest(key, content, hashlib.sha256) for key in keys]
     # Compare every pair: the time taken does not depend on which one matched.
     matched = False
-    for mac in macs:
+    for mac in claim.macs:
         for want in expected:
             matched |= hmac.compare_digest(mac, want)
     if not matched:
         raise VerificationError("signature_mismatch")
-    return msg_id
+    return claim.msg_id
+
+
+def verify(
+    keys: Sequence[bytes], headers: Mapping[str, str], body: bytes, now: float, tolerance: int
+) -> str:
+    """Return the webhook-id of a genuine delivery; raise VerificationError otherwise."""
+    return check_body(keys, check_headers(headers, now, tolerance), body)
