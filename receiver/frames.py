@@ -3,10 +3,12 @@
 Every message is a frame: a 4-byte big-endian length, then that many bytes.
 
 - first frame, receiver to writer: the store's configuration (`StoreConfig.to_json`);
-- then one frame per delivery, `[seq, webhook_id, received_at, source]` + newline + the raw
-  JSON body (the body's own bytes travel untouched, so the store can keep them as sent);
+- then one frame per request: a delivery, `[seq, webhook_id, received_at, source]` + newline +
+  the raw JSON body (the body's own bytes travel untouched, so the store can keep them as
+  sent), or a heartbeat probe, `[seq]` alone (/healthz: can a commit still reach the disk?);
 - answers, writer to receiver: one frame per transaction, `[[seq, outcome, error], …]`
-  (`error` is null, or a reason the receiver turns into a 503).
+  (`outcome` is the delivery's, or "alive" for a probe; `error` is null, or a reason the
+  receiver turns into a 503).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from typing import Literal
 
 import orjson
 
 from receiver.store import Delivery, Outcome
 
 LENGTH = struct.Struct(">I")
-Answer = tuple[int, Outcome | None, str | None]  # seq, outcome, error
+Answered = Outcome | Literal["alive"]
+Answer = tuple[int, Answered | None, str | None]  # seq, outcome, error
+Request = tuple[int, Delivery | None]  # seq, and the delivery; None for a heartbeat probe
 
 
 def frame(payload: bytes) -> bytes:
@@ -32,9 +37,15 @@ def delivery_frame(seq: int, delivery: Delivery) -> bytes:
     return frame(head + b"\n" + delivery.text().encode())
 
 
-def parse_delivery(payload: bytes) -> tuple[int, Delivery]:
-    head, raw = payload.split(b"\n", 1)
+def probe_frame(seq: int) -> bytes:
+    return frame(orjson.dumps([seq]))
+
+
+def parse_request(payload: bytes) -> Request:
+    head, newline, raw = payload.partition(b"\n")
     fields = orjson.loads(head)
+    if not newline:
+        return fields[0], None
     delivery = Delivery(fields[1], orjson.loads(raw), fields[2], fields[3], raw=raw)
     return fields[0], delivery
 

@@ -8,9 +8,10 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,6 +31,7 @@ from receiver.store import Delivery, Outcome, iso
 from receiver.writer import StoreError
 
 T = TypeVar("T")
+log = logging.getLogger("receiver")
 WEBHOOK_PATH = "/webhooks/replicate"
 MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
 MAX_CURSOR = 1024  # characters; ours are under 400
@@ -195,9 +197,31 @@ operator_routes = APIRouter()
 
 
 @operator_routes.get("/healthz")
-def healthz(ctx: Context) -> JSONResponse:
-    ctx.store.ping()  # raises SQLAlchemyError -> 503
-    return JSONResponse({"status": "ok", "store": "ok"})
+async def healthz(ctx: Context) -> JSONResponse:
+    """200 only if the store answers a read and the writer process commits a heartbeat, each
+    within RECEIVER_STORE_TIMEOUT_SECONDS: a read alone said ok on a full disk, and a locked
+    table made it wait as long as the lock. Reasons go to the log, not to this open route."""
+    timeout = ctx.settings.receiver_store_timeout_seconds
+    store = await _healthy("store", asyncio.to_thread(ctx.store.ping), timeout)
+    writer = await _healthy("writer", ctx.writer.probe(), timeout)
+    body = {
+        "status": "ok" if store and writer else "unavailable",
+        "store": "ok" if store else "unreachable",
+        "writer": "ok" if writer else "cannot commit",
+    }
+    return JSONResponse(body, 200 if store and writer else 503)
+
+
+async def _healthy(part: str, check: Awaitable[None], timeout: float) -> bool:
+    try:
+        await asyncio.wait_for(check, timeout)
+    except TimeoutError:
+        log.warning("healthz: %s gave no answer within %g s", part, timeout)
+        return False
+    except (SQLAlchemyError, StoreError) as exc:
+        log.warning("healthz: %s: %s", part, " ".join(str(exc).split())[:300])
+        return False
+    return True
 
 
 @operator_routes.get("/metrics")

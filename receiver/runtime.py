@@ -15,9 +15,10 @@ from receiver.workers import Periodic
 
 def open_store(settings: Settings) -> Store:
     """The store named by RECEIVER_DATABASE_URL, migrated to the current schema."""
-    engine = make_engine(settings.receiver_database_url)
+    wait = settings.receiver_store_timeout_seconds
+    engine = make_engine(settings.receiver_database_url, wait)
     migrate(engine)
-    return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url)
+    return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url, wait)
 
 
 def background_workers(store: Store, settings: Settings) -> list[Periodic]:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, update
 
-from receiver.db import make_engine
+from receiver.db import DEFAULT_WAIT_SECONDS, make_engine, reading
 from receiver.file_queue import FileQueue, Job, StoredFile
 from receiver.ingest import Delivery, Ingest, Outcome
 from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
+from receiver.tables import heartbeat
 
 __all__ = ["Delivery", "Job", "Outcome", "Store", "StoreConfig", "StoredFile", "iso"]
 
@@ -26,20 +27,30 @@ __all__ = ["Delivery", "Job", "Outcome", "Store", "StoreConfig", "StoredFile", "
 @dataclass(frozen=True)
 class StoreConfig:
     """What another process needs to open the same store: the URL as configured, not one
-    rebuilt from an engine, and the download allow-list that decides which jobs are queued."""
+    rebuilt from an engine, the download allow-list that decides which jobs are queued, and how
+    long a statement may wait for a lock."""
 
     database_url: str
     download_hosts: list[str]
+    wait_seconds: float = DEFAULT_WAIT_SECONDS
 
     def to_json(self) -> bytes:
         return orjson.dumps(
-            {"database_url": self.database_url, "download_hosts": self.download_hosts}
+            {
+                "database_url": self.database_url,
+                "download_hosts": self.download_hosts,
+                "wait_seconds": self.wait_seconds,
+            }
         )
 
     @classmethod
     def from_json(cls, payload: bytes) -> StoreConfig:
         values: dict[str, Any] = orjson.loads(payload)
-        return cls(str(values["database_url"]), list(values["download_hosts"]))
+        return cls(
+            str(values["database_url"]),
+            list(values["download_hosts"]),
+            float(values["wait_seconds"]),
+        )
 
 
 class Store:
@@ -48,20 +59,25 @@ class Store:
     """
 
     def __init__(
-        self, engine: Engine, download_hosts: list[str], database_url: str | None = None
+        self,
+        engine: Engine,
+        download_hosts: list[str],
+        database_url: str | None = None,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self.engine = engine
         url = database_url or engine.url.render_as_string(hide_password=False)
-        self.config = StoreConfig(url, download_hosts)
+        self.config = StoreConfig(url, download_hosts, wait_seconds)
         self.queue = FileQueue(engine, download_hosts)
         self.ingest = Ingest(engine, self.queue)
         self.reconciliation = ReconcileQueries(engine)
-        self.reads = Reads(engine)
+        self.reads = Reads(reading(engine))
 
     @classmethod
     def open(cls, config: StoreConfig) -> Store:
         """The store `config` names, as another process opens it (no migration)."""
-        return cls(make_engine(config.database_url), config.download_hosts, config.database_url)
+        engine = make_engine(config.database_url, config.wait_seconds)
+        return cls(engine, config.download_hosts, config.database_url, config.wait_seconds)
 
     # Ingest
     def record(
@@ -106,3 +122,9 @@ class Store:
 
     def ping(self) -> None:
         self.reads.ping()
+
+    def heartbeat(self, conn: Connection, now: float) -> None:
+        """Commit one small write: what the writer process does when /healthz asks whether
+        a commit still reaches the disk."""
+        with conn.begin():
+            conn.execute(update(heartbeat).where(heartbeat.c.id == 1).values(beat_at=now))

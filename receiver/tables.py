@@ -71,6 +71,15 @@ files = Table(
 )
 
 
+# One row, rewritten by /healthz through the writer process: a commit that reaches the disk.
+heartbeat = Table(
+    "heartbeat",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("beat_at", Double, nullable=False),
+)
+
+
 def dialect_insert(engine: Engine) -> Callable[[Table], Any]:
     """The engine's own INSERT: both dialects spell ON CONFLICT the same way, the core one not."""
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

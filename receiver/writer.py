@@ -14,9 +14,10 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from receiver.frames import LENGTH, delivery_frame, frame, parse_answers
+from receiver.frames import LENGTH, Answered, delivery_frame, frame, parse_answers, probe_frame
 from receiver.store import Delivery, Outcome, StoreConfig
 
 log = logging.getLogger("receiver")
@@ -33,11 +34,15 @@ class Writer:
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         self._process: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._pending: dict[int, asyncio.Future[Answered]] = {}
         self._seq = itertools.count()
         self._spawning = asyncio.Lock()
         self._readers: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Why the writer's latest answer was a failure; None once one succeeds again. A
+        # heartbeat can still commit on a disk too full for a delivery: both must be fine.
+        self.failing: str | None = None
+        self._probes: set[int] = set()  # sequence numbers of heartbeat probes in flight
 
     async def start(self) -> None:
         await self._spawn()
@@ -56,12 +61,29 @@ class Writer:
 
     async def write(self, delivery: Delivery) -> Outcome:
         """Record one delivery durably; returns once its transaction has committed."""
+        answered = await self._send(lambda seq: delivery_frame(seq, delivery), probe=False)
+        if answered == "alive":  # cannot happen: only a probe is answered so
+            raise StoreError("the writer answered a delivery as a probe")
+        return answered
+
+    async def probe(self) -> None:
+        """Return once the writer process has committed a heartbeat and its latest delivery
+        did not fail; StoreError if not (the database is locked, the disk full, the process
+        gone)."""
+        await self._send(probe_frame, probe=True)
+        if self.failing is not None:
+            raise StoreError(f"the latest delivery failed: {self.failing}")
+
+    async def _send(self, make_frame: Callable[[int], bytes], probe: bool) -> Answered:
+        """Send one request to the writer process and await its answer."""
         process = self._process or await self._spawn()
         assert process.stdin is not None
         seq = next(self._seq)
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if probe:
+            self._probes.add(seq)
+        future: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
-        process.stdin.write(delivery_frame(seq, delivery))
+        process.stdin.write(make_frame(seq))
         with contextlib.suppress(ConnectionError):  # it died: the answer reader fails this future
             await process.stdin.drain()  # back-pressure when the writer falls behind
         return await future
@@ -96,6 +118,10 @@ class Writer:
                 (length,) = LENGTH.unpack(await process.stdout.readexactly(LENGTH.size))
                 answers = parse_answers(await process.stdout.readexactly(length))
                 for seq, outcome, error in answers:
+                    if seq in self._probes:
+                        self._probes.discard(seq)
+                    else:
+                        self.failing = error
                     future = self._pending.pop(seq)
                     if future.cancelled():  # the sender hung up; the delivery may be stored
                         continue
@@ -109,6 +135,7 @@ class Writer:
         self._process = None
         waiting = self._pending
         self._pending = {}
+        self._probes.clear()
         for future in waiting.values():
             if not future.cancelled():
                 future.set_exception(StoreError("writer process exited"))

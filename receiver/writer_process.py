@@ -20,11 +20,12 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from receiver.frames import Answer, Frames, answers_frame, parse_delivery
+from receiver.frames import Answer, Frames, Request, answers_frame, parse_request
 from receiver.store import Delivery, Store, StoreConfig
 
 log = logging.getLogger("receiver")
@@ -38,26 +39,51 @@ class Recorder:
         self.store = store
         self._conn: Connection | None = None
 
-    def record(self, batch: list[tuple[int, Delivery]]) -> list[Answer]:
+    def record(self, batch: list[Request]) -> list[Answer]:
+        """Commit the deliveries of `batch` together, then answer its probes."""
+        deliveries = [(seq, d) for seq, d in batch if d is not None]
+        probes = [seq for seq, d in batch if d is None]
+        answers = self._record(deliveries) if deliveries else []
+        return answers + [self._probe(seq) for seq in probes]
+
+    def _record(self, batch: list[tuple[int, Delivery]]) -> list[Answer]:
         try:
-            if self._conn is None:
-                self._conn = self.store.engine.connect()
-            outcomes = self.store.record_batch([d for _, d in batch], self._conn)
+            outcomes = self.store.record_batch([d for _, d in batch], self._connection())
             return [(seq, outcome, None) for (seq, _), outcome in zip(batch, outcomes, strict=True)]
         except Exception as exc:  # a store error, or a bug: either must not take others down
             if not isinstance(exc, SQLAlchemyError):
                 log.exception("recording failed")
             self.close()  # its state is unknown: the next batch starts afresh
-            if len(batch) == 1:
-                return [(batch[0][0], None, " ".join(str(exc).split())[:300])]
-            log.warning("batch of %d failed (%s); writing one at a time", len(batch), exc)
-            return [answer for one in batch for answer in self.record([one])]
+            reason = _reason(exc)
+            if len(batch) == 1 or isinstance(exc, OperationalError):
+                # One delivery, or the store itself failed (a lock timeout, a full disk, a lost
+                # connection): one at a time would fail the same way, each after its own wait.
+                return [(seq, None, reason) for seq, _ in batch]
+            log.warning("batch of %d failed (%s); writing one at a time", len(batch), reason)
+            return [answer for one in batch for answer in self._record([one])]
+
+    def _probe(self, seq: int) -> Answer:
+        try:
+            self.store.heartbeat(self._connection(), time.time())
+        except Exception as exc:
+            self.close()
+            return (seq, None, _reason(exc))
+        return (seq, "alive", None)
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = self.store.engine.connect()
+        return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(SQLAlchemyError):  # the database may be gone
                 self._conn.close()
             self._conn = None
+
+
+def _reason(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def serve(stdin: int, stdout: int) -> None:
@@ -70,7 +96,7 @@ def serve(stdin: int, stdout: int) -> None:
     while pending is not None:
         for start in range(0, len(pending), MAX_BATCH):
             answers = recorder.record(
-                [parse_delivery(p) for p in pending[start : start + MAX_BATCH]]
+                [parse_request(p) for p in pending[start : start + MAX_BATCH]]
             )
             _write_all(stdout, answers_frame(answers))
         pending = frames.next_batch()

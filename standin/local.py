@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -56,13 +56,19 @@ def local_replicate(
 class ReceiverProcess:
     """`python -m receiver serve` in its own process, as a user runs it, with exactly `env`."""
 
-    def __init__(self, env: dict[str, str], log: IO[bytes], port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: IO[bytes],
+        port: int | None = None,
+        under: Sequence[str] = (),
+    ) -> None:
+        """`under`: a command to run it under (the tests give it a disk of its own this way)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        serve = [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(
-            dying_with_parent(
-                [sys.executable, "-m", "receiver", "serve", "--port", str(self.port)]
-            ),
+            dying_with_parent([*under, *serve]),
             cwd=REPO,
             env=env,
             stdout=log,
@@ -95,11 +101,11 @@ class ReceiverProcess:
 
 @contextmanager
 def receiver_process(
-    env: dict[str, str], log_path: Path, port: int | None = None
+    env: dict[str, str], log_path: Path, port: int | None = None, under: Sequence[str] = ()
 ) -> Iterator[ReceiverProcess]:
     """A healthy receiver process, stopped on exit."""
     with log_path.open("ab") as log:
-        receiver = ReceiverProcess(env, log, port)
+        receiver = ReceiverProcess(env, log, port, under)
         try:
             receiver.wait_healthy()
             yield receiver

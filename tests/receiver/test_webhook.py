@@ -191,4 +191,4 @@ def test_metrics_count_outcomes_and_failure_reasons(receiver: LiveReceiver) -> N
 
 def test_healthz(receiver: LiveReceiver) -> None:
     url = receiver.url
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "store": "ok"}
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "store": "ok", "writer": "ok"}
