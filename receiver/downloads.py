@@ -1,46 +1,32 @@
-"""Fetch every output file of a terminal prediction before Replicate deletes it (one hour).
+"""The download worker: fetch every output file of a terminal prediction before Replicate
+deletes it (one hour), many at once, without holding up webhooks.
 
 Jobs live in the `files` table, so the queue survives restarts and is shared by every receiver
-process: a job is claimed under a lease (SKIP LOCKED on PostgreSQL), written to a temporary file,
-checked, then moved into place under a name derived only from safe characters.
+process. A worker has `RECEIVER_DOWNLOAD_CONCURRENCY` slots, each a thread fetching one file
+(`receiver.fetching`). Each turn is one short transaction (`FileQueue.cycle`): settle what
+finished, renew the leases of what still runs, claim jobs for the free slots. So a slow or huge
+file holds one slot, not the queue; a worker that dies leaves leases that run out within
+LEASE_SECONDS, and its `.partial-*` files are removed by whichever worker finds them stale.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import mimetypes
 import random
-import re
-import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
-from receiver.rules import host_allowed
+from receiver.fetching import PARTIAL_PREFIX, DownloadError, Limits, TooLargeError, fetch
 from receiver.settings import Settings
-from receiver.store import Job, Store, StoredFile
+from receiver.store import Job, Settlement, Store, StoredFile, Turn
 
-LEASE_SECONDS = 600.0
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class DownloadError(Exception):
-    """This attempt failed; the job is retried later or dead-lettered."""
-
-
-class TooLargeError(DownloadError):
-    """The file is over the size cap: fetching it again would not change that."""
-
-
-def safe_name(text: str, fallback: str) -> str:
-    """A single path component of safe characters: no separators, no leading dots."""
-    name = _UNSAFE.sub("_", text).lstrip(".")[:100]
-    return name or fallback
+LEASE_SECONDS = 30.0  # a claimed job is this worker's for this long, renewed while it runs
+RENEW_EVERY = LEASE_SECONDS / 3
+SETTLE_WINDOW = 0.05  # seconds a turn waits for running downloads: finished ones settle together
+STALE_PARTIAL_SECONDS = 2 * LEASE_SECONDS  # a live download writes far more often than this
 
 
 def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
@@ -48,86 +34,8 @@ def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
     return random.uniform(0.5, 1.5) * min(cap, base * 2.0 ** (attempts - 1))
 
 
-def _data_uri(url: str) -> tuple[bytes, str]:
-    header, _, data = url[len("data:") :].partition(",")
-    media_type, *params = header.split(";")
-    try:
-        raw = (
-            base64.b64decode(data, validate=True) if "base64" in params else unquote_to_bytes(data)
-        )
-    except binascii.Error as exc:
-        raise DownloadError("data URI is not valid base64") from exc
-    return raw, content_type_of(media_type)
-
-
-def prediction_folder(root: Path, prediction_id: str) -> Path:
-    """One folder per prediction, whatever its id: a readable prefix, then a digest of the
-    whole id, so ids that sanitise alike (`a?b`, `a#b`, long shared prefixes) never share."""
-    digest = hashlib.sha256(prediction_id.encode()).hexdigest()[:16]
-    return root / f"{safe_name(prediction_id, 'prediction')[:64]}-{digest}"
-
-
-def content_type_of(header: str | None) -> str:
-    """The served content type as recorded: printable ASCII that fits the column, or the
-    generic type (it is advisory; the read API never trusts it anyway)."""
-    if header and len(header) <= 255 and header.isascii() and header.isprintable():
-        return header
-    return "application/octet-stream"
-
-
-def target(root: Path, job: Job, content_type: str) -> Path:
-    folder = prediction_folder(root, job.prediction_id)
-    if job.url.startswith("data:"):
-        name = f"{job.n}{mimetypes.guess_extension(content_type) or '.bin'}"
-    else:
-        name = f"{job.n}-{safe_name(Path(urlsplit(job.url).path).name, 'file')}"
-    path = (folder / name).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise DownloadError("unsafe file name")  # cannot happen with safe_name; belt and braces
-    return path
-
-
-def fetch(
-    job: Job, root: Path, hosts: list[str], client: httpx.Client, max_bytes: int
-) -> StoredFile:
-    """Store one file under `root`; say where, and what it holds."""
-    if not host_allowed(job.url, hosts):
-        raise DownloadError("host not in RECEIVER_DOWNLOAD_HOSTS")
-    root.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    too_large = TooLargeError(f"file over RECEIVER_DOWNLOAD_MAX_BYTES ({max_bytes} bytes)")
-    with tempfile.NamedTemporaryFile(dir=root, prefix=".partial-", delete=False) as tmp:
-        try:
-            if job.url.startswith("data:"):
-                data, content_type = _data_uri(job.url)
-                if len(data) > max_bytes:
-                    raise too_large
-                tmp.write(data)
-                digest.update(data)
-                size = len(data)
-            else:
-                with client.stream("GET", job.url) as response:
-                    if response.status_code != 200:
-                        raise DownloadError(f"HTTP {response.status_code} from {job.url}")
-                    content_type = content_type_of(response.headers.get("content-type"))
-                    for chunk in response.iter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise too_large
-                        tmp.write(chunk)
-                        digest.update(chunk)
-        except BaseException:
-            Path(tmp.name).unlink(missing_ok=True)
-            raise
-    path = target(root, job, content_type)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Path(tmp.name).replace(path)
-    return StoredFile(str(path), digest.hexdigest(), size, content_type)
-
-
 class Downloader:
-    """One step of the download worker: claim a due job and settle it."""
+    """A download worker's turns; `step` is one. `clock` is the queue's time (tests move it)."""
 
     def __init__(
         self, store: Store, settings: Settings, clock: Callable[[], float] = time.time
@@ -135,39 +43,97 @@ class Downloader:
         self.store = store
         self.settings = settings
         self.clock = clock
-        # Redirects are not followed: a hop could leave the allow-list.
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=False
+        self.slots = settings.receiver_download_concurrency
+        self.limits = Limits(
+            hosts=settings.receiver_download_hosts,
+            max_bytes=settings.receiver_download_max_bytes,
+            timeout=settings.receiver_download_timeout_seconds,
         )
+        # Redirects are not followed: a hop could leave the allow-list.
+        timeout = min(60.0, self.limits.timeout)
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=self.slots),
+        )
+        self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix="download")
+        self.running: dict[Future[StoredFile], Job] = {}
+        self.finished: list[Settlement] = []
+        self.renewed_at = self.clock()
 
     def step(self) -> bool:
-        settings = self.settings
-        max_attempts = settings.receiver_download_max_attempts
-        job = self.store.claim(self.clock(), LEASE_SECONDS, max_attempts)
-        if job is None:
+        """Settle, renew and claim in one transaction, then give the running downloads up to
+        SETTLE_WINDOW to finish. False when nothing is running and nothing was due."""
+        now = self.clock()
+        turn = Turn(
+            now=now,
+            lease=LEASE_SECONDS,
+            max_attempts=self.settings.receiver_download_max_attempts,
+            want=self.slots - len(self.running),
+            settled=self.finished,
+            renew=self._renewals(now),
+        )
+        claimed = self.store.download_turn(turn)
+        self.finished = []
+        root = self.settings.receiver_output_dir
+        for job in claimed:
+            self.running[self.pool.submit(fetch, job, root, self.limits, self.client)] = job
+        if not self.running:
             return False
-        hosts = settings.receiver_download_hosts
-        try:
-            stored = fetch(
-                job,
-                settings.receiver_output_dir,
-                hosts,
-                self.client,
-                settings.receiver_download_max_bytes,
-            )
-        except Exception as exc:  # any failure is an attempt: none may leave the job running
-            self._failed(job, exc)
-            return True
-        self.store.finish(job, stored)
+        done, _ = wait(self.running, timeout=SETTLE_WINDOW)
+        for future in done:
+            self.finished.append(self._settlement(self.running.pop(future), future))
         return True
 
-    def _failed(self, job: Job, exc: Exception) -> None:
-        """Retry after a backoff, or dead-letter: at the attempt limit, or when retrying
-        cannot help (a file over the size cap)."""
+    def close(self) -> None:
+        """Wait for what runs, record how it ended, and let the pool go."""
+        while self.running or self.finished:
+            done, _ = wait(self.running)
+            for future in done:
+                self.finished.append(self._settlement(self.running.pop(future), future))
+            turn = Turn(
+                now=self.clock(),
+                lease=LEASE_SECONDS,
+                max_attempts=self.settings.receiver_download_max_attempts,
+                want=0,
+                settled=self.finished,
+            )
+            self.store.download_turn(turn)
+            self.finished = []
+        self.pool.shutdown()
+        self.client.close()
+
+    def _renewals(self, now: float) -> list[int]:
+        """The running jobs' ids when their leases are due for renewal (and stale partial files
+        of dead workers swept at the same pace); otherwise none."""
+        if now - self.renewed_at < RENEW_EVERY:
+            return []
+        self.renewed_at = now
+        remove_stale_partials(self.settings.receiver_output_dir)
+        return [job.id for job in self.running.values()]
+
+    def _settlement(self, job: Job, future: Future[StoredFile]) -> Settlement:
+        """How this attempt ended. Any failure is an attempt; at the attempt limit, or when a
+        retry cannot help (a file over the size cap), the job is dead-lettered."""
+        now = self.clock()
+        exc = future.exception()
+        if exc is None:
+            return Settlement(job.id, "done", now, stored=future.result())
+        reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
         last = job.attempts >= self.settings.receiver_download_max_attempts
         if last or isinstance(exc, TooLargeError):
-            retry_at = None
-        else:
-            retry_at = self.clock() + backoff(job.attempts)
-        reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
-        self.store.retry_or_bury(job, reason[:500], retry_at)
+            return Settlement(job.id, "dead", now, last_error=reason[:500])
+        return Settlement(job.id, "queued", now + backoff(job.attempts), last_error=reason[:500])
+
+
+def remove_stale_partials(root: Path) -> None:
+    """`.partial-*` files nobody has written to for a while: left by a worker that died."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - STALE_PARTIAL_SECONDS
+    for partial in root.glob(f"{PARTIAL_PREFIX}*"):
+        try:
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
+        except FileNotFoundError:
+            pass  # finished or removed by another worker meanwhile

@@ -7,10 +7,10 @@ lease: a worker that dies leaves a job whose lease runs out, and another worker 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from receiver import rules
 from receiver.tables import dialect_insert, files
@@ -35,6 +35,42 @@ class StoredFile:
     content_type: str
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """How one attempt at a job ended: done (with its file), queued again, or dead."""
+
+    job_id: int
+    state: Literal["done", "queued", "dead"]
+    next_attempt_at: float
+    last_error: str | None = None
+    stored: StoredFile | None = None
+
+    def row(self) -> dict[str, Any]:
+        stored = self.stored
+        return {
+            "job_id": self.job_id,
+            "new_state": self.state,
+            "new_next_attempt_at": self.next_attempt_at,
+            "new_last_error": self.last_error,
+            "new_path": stored.path if stored else None,
+            "new_sha256": stored.sha256 if stored else None,
+            "new_size": stored.size if stored else None,
+            "new_content_type": stored.content_type if stored else None,
+        }
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one turn of a download worker hands to the queue, and what it asks of it."""
+
+    now: float
+    lease: float  # seconds a claimed or renewed job stays this worker's
+    max_attempts: int
+    want: int  # jobs to claim: the worker's free slots
+    settled: list[Settlement] = field(default_factory=list)
+    renew: list[int] = field(default_factory=list)  # ids of jobs still running here
+
+
 class FileQueue:
     """Queue, claim and settle download jobs; `download_hosts` decides which may be fetched."""
 
@@ -43,6 +79,22 @@ class FileQueue:
         self.download_hosts = download_hosts
         self._add_files = (
             dialect_insert(engine)(files).on_conflict_do_nothing().returning(files.c.id)
+        )
+        # One statement for every settlement of a turn (executemany); a job whose lease was
+        # lost to another worker meanwhile is no longer `running` here and is left alone.
+        self._settle = (
+            update(files)
+            .where(files.c.id == bindparam("job_id"), files.c.state == "running")
+            .values(
+                state=bindparam("new_state"),
+                next_attempt_at=bindparam("new_next_attempt_at"),
+                last_error=bindparam("new_last_error"),
+                path=bindparam("new_path"),
+                sha256=bindparam("new_sha256"),
+                size=bindparam("new_size"),
+                content_type=bindparam("new_content_type"),
+                lease_until=None,
+            )
         )
 
     def enqueue(self, conn: Connection, jobs: list[dict[str, Any]]) -> None:
@@ -78,57 +130,70 @@ class FileQueue:
             return "host not in RECEIVER_DOWNLOAD_HOSTS"
         return None
 
-    def claim(self, now: float, lease: float, max_attempts: int) -> Job | None:
-        """Take one due job (or one whose lease ran out: its process died) for this worker.
-        A job whose lease ran out on its last attempt is dead-lettered, not run again."""
-        expired = (files.c.state == "running") & (files.c.lease_until < now)
-        due = ((files.c.state == "queued") & (files.c.next_attempt_at <= now)) | expired
+    def cycle(self, turn: Turn) -> list[Job]:
+        """One transaction per turn of a download worker: record how its finished jobs ended,
+        extend the leases of those still running, and claim up to `turn.want` due jobs (or
+        jobs whose lease ran out: their process died). A job whose lease ran out on its last
+        attempt is dead-lettered, not run again. Few, short transactions: the writer process
+        needs the same lock on SQLite."""
         with self.engine.begin() as conn:
-            conn.execute(
-                update(files)
-                .where(expired & (files.c.attempts >= max_attempts))
-                .values(
-                    state="dead",
-                    lease_until=None,
-                    last_error=f"gave up after {max_attempts} attempts (the last never finished)",
+            if turn.settled:
+                conn.execute(self._settle, [s.row() for s in turn.settled])
+            if turn.renew:
+                conn.execute(
+                    update(files)
+                    .where(files.c.id.in_(turn.renew), files.c.state == "running")
+                    .values(lease_until=turn.now + turn.lease)
                 )
-            )
-            row = conn.execute(
-                select(files.c.id, files.c.prediction_id, files.c.n, files.c.url, files.c.attempts)
-                .where(due)
-                .order_by(files.c.next_attempt_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's BEGIN IMMEDIATE is enough
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                update(files)
-                .where(files.c.id == row.id)
-                .values(state="running", attempts=row.attempts + 1, lease_until=now + lease)
-            )
-        return Job(row.id, row.prediction_id, row.n, row.url, row.attempts + 1)
+            self._bury_given_up(conn, turn)
+            return self._claim(conn, turn) if turn.want > 0 else []
 
-    def finish(self, job: Job, stored: StoredFile) -> None:
-        self._set(
-            job,
-            state="done",
-            path=stored.path,
-            sha256=stored.sha256,
-            size=stored.size,
-            content_type=stored.content_type,
-            lease_until=None,
-            last_error=None,
+    def _bury_given_up(self, conn: Connection, turn: Turn) -> None:
+        expired = (files.c.state == "running") & (files.c.lease_until < turn.now)
+        conn.execute(
+            update(files)
+            .where(expired & (files.c.attempts >= turn.max_attempts))
+            .values(
+                state="dead",
+                lease_until=None,
+                last_error=f"gave up after {turn.max_attempts} attempts (the last never finished)",
+            )
         )
 
-    def retry_or_bury(self, job: Job, error: str, retry_at: float | None) -> None:
-        """Queue the job again at `retry_at`, or dead-letter it when that is None."""
-        if retry_at is None:
-            self._set(job, state="dead", last_error=error, lease_until=None)
-        else:
-            self._set(
-                job, state="queued", last_error=error, next_attempt_at=retry_at, lease_until=None
+    def _claim(self, conn: Connection, turn: Turn) -> list[Job]:
+        """Due jobs in the order they fell due, then expired leases; each query walks the
+        (state, next_attempt_at) index and stops at `want` rows: no sort of the backlog."""
+        columns = (files.c.id, files.c.prediction_id, files.c.n, files.c.url, files.c.attempts)
+        due = (files.c.state == "queued") & (files.c.next_attempt_at <= turn.now)
+        expired = (files.c.state == "running") & (files.c.lease_until < turn.now)
+        rows = list(
+            conn.execute(
+                select(*columns)
+                .where(due)
+                .order_by(files.c.state, files.c.next_attempt_at)
+                .limit(turn.want)
+                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's write lock suffices
             )
+        )
+        if len(rows) < turn.want:
+            rows += conn.execute(
+                select(*columns)
+                .where(expired)
+                .limit(turn.want - len(rows))
+                .with_for_update(skip_locked=True)
+            ).all()
+        if not rows:
+            return []
+        conn.execute(
+            update(files)
+            .where(files.c.id.in_([row.id for row in rows]))
+            .values(
+                state="running",
+                attempts=files.c.attempts + 1,
+                lease_until=turn.now + turn.lease,
+            )
+        )
+        return [Job(r.id, r.prediction_id, r.n, r.url, r.attempts + 1) for r in rows]
 
     def depth(self) -> int:
         """Jobs queued or running: the metrics gauge."""
@@ -138,7 +203,3 @@ class FileQueue:
                 select(func.count()).select_from(files).where(pending)
             ).scalar_one()
         return int(depth)
-
-    def _set(self, job: Job, **values: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(files).where(files.c.id == job.id).values(**values))

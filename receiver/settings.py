@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     receiver_download_hosts: Annotated[list[str], NoDecode] = ["replicate.delivery"]
     receiver_download_max_attempts: int = Field(8, ge=1)
     receiver_download_max_bytes: int = Field(64 << 20, ge=1)
+    receiver_download_timeout_seconds: float = Field(300, gt=0)
+    receiver_download_concurrency: int = Field(16, ge=1, le=256)
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)

@@ -15,13 +15,23 @@ import orjson
 from sqlalchemy import Connection, Engine, update
 
 from receiver.db import DEFAULT_WAIT_SECONDS, make_engine, reading
-from receiver.file_queue import FileQueue, Job, StoredFile
+from receiver.file_queue import FileQueue, Job, Settlement, StoredFile, Turn
 from receiver.ingest import Delivery, Ingest, Outcome
 from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
 from receiver.tables import heartbeat
 
-__all__ = ["Delivery", "Job", "Outcome", "Store", "StoreConfig", "StoredFile", "iso"]
+__all__ = [
+    "Delivery",
+    "Job",
+    "Outcome",
+    "Settlement",
+    "Store",
+    "StoreConfig",
+    "StoredFile",
+    "Turn",
+    "iso",
+]
 
 
 @dataclass(frozen=True)
@@ -89,14 +99,8 @@ class Store:
         return self.ingest.record_batch(batch, conn)
 
     # The download queue
-    def claim(self, now: float, lease: float, max_attempts: int) -> Job | None:
-        return self.queue.claim(now, lease, max_attempts)
-
-    def finish(self, job: Job, stored: StoredFile) -> None:
-        self.queue.finish(job, stored)
-
-    def retry_or_bury(self, job: Job, error: str, retry_at: float | None) -> None:
-        self.queue.retry_or_bury(job, error, retry_at)
+    def download_turn(self, turn: Turn) -> list[Job]:
+        return self.queue.cycle(turn)
 
     def queue_depth(self) -> int:
         return self.queue.depth()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from receiver.downloads import LEASE_SECONDS, Downloader, backoff, safe_name
+from localcog.polling import poll
+from receiver.downloads import LEASE_SECONDS, STALE_PARTIAL_SECONDS, Downloader, backoff
+from receiver.fetching import safe_name
 from receiver.runtime import open_store
 from receiver.settings import Settings
-from receiver.store import Store
+from receiver.store import Job, Store, Turn
 from tests.support.loopback_http import FileServer
 from tests.support.receiving import Clock, prediction
 
@@ -41,18 +44,27 @@ class DownloadRig:
 @pytest.fixture
 def rig(receiver_settings: Settings, files: FileServer) -> Iterator[DownloadRig]:
     """The shared test settings, plus the local file server's origin, 3 attempts at most and
-    files of 64 KiB at most."""
+    files of 64 KiB at most, each within 2 s."""
     settings = Settings.model_validate(
         {
             **receiver_settings.model_dump(),
             "receiver_download_hosts": ["replicate.delivery", files.origin],
             "receiver_download_max_attempts": 3,
             "receiver_download_max_bytes": 64 * 1024,
+            "receiver_download_timeout_seconds": 2.0,
         }
     )
     store = open_store(settings)
     yield DownloadRig(settings=settings, store=store, clock=Clock())
     store.engine.dispose()
+
+
+def claim(rig: DownloadRig, want: int, now: float | None = None) -> list[Job]:
+    """Claim jobs as a worker's turn does, without running them."""
+    turn = Turn(
+        now=rig.clock() if now is None else now, lease=LEASE_SECONDS, max_attempts=3, want=want
+    )
+    return rig.store.download_turn(turn)
 
 
 def drain(downloader: Downloader) -> int:
@@ -67,7 +79,7 @@ def test_files_are_stored_with_checksum_size_and_type(rig: DownloadRig, files: F
     files.routes["/out/embeddings.npy"] = (200, npy, {"content-type": "application/octet-stream"})
     output = [f"{files.origin}/out/embeddings.npy", "data:text/plain;base64,aGVsbG8="]
     rig.store.record("m1", prediction("d1", "succeeded", output=output), rig.clock())
-    assert drain(rig.downloader()) == 2
+    drain(rig.downloader())
     stored = rig.store.prediction("d1")["files"]
     assert [(f["n"], f["state"], f["size"]) for f in stored] == [
         (0, "done", len(npy)),
@@ -109,16 +121,21 @@ def test_a_job_left_running_by_a_dead_process_is_resumed(
     rig.store.record(
         "m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), rig.clock()
     )
-    claimed = rig.store.claim(rig.clock(), LEASE_SECONDS, max_attempts=3)
-    assert claimed is not None  # claimed, then the process died
+    assert len(claim(rig, 1)) == 1  # claimed, then the process died mid-download:
+    rig.settings.receiver_output_dir.mkdir(parents=True)
+    partial = rig.settings.receiver_output_dir / ".partial-of-the-dead-process"
+    partial.write_bytes(b"ab")
+    left_at = time.time() - STALE_PARTIAL_SECONDS - 1
+    os.utime(partial, (left_at, left_at))
     # As after a restart: a new store and downloader over the same database.
     restarted = Downloader(open_store(rig.settings), rig.settings, rig.clock)
     assert not restarted.step()  # the lease still holds
-    rig.clock.now += LEASE_SECONDS + 1
-    assert restarted.step()
+    rig.clock.now += LEASE_SECONDS + 1  # 30 s: once 10 minutes
+    drain(restarted)
     row = rig.store.file("d3", 0)
     assert (row["state"], row["attempts"]) == ("done", 2)
     assert files.hits["/a.bin"] == 1
+    assert not partial.exists()
 
 
 def test_foreign_hosts_and_redirects_are_never_followed(
@@ -182,9 +199,9 @@ def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer
     lock = threading.Lock()
 
     def worker() -> None:
-        while (job := rig.store.claim(time.time(), LEASE_SECONDS, max_attempts=3)) is not None:
+        while jobs := claim(rig, 2, now=time.time()):
             with lock:
-                claimed.append(job.id)
+                claimed.extend(job.id for job in jobs)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
@@ -247,3 +264,26 @@ def test_ids_that_sanitise_alike_keep_their_own_files(
         content = Path(row["path"]).read_bytes()
         assert content == pid.encode()
         assert row["sha256"] == hashlib.sha256(content).hexdigest()
+
+
+def test_a_slow_file_holds_one_slot_not_the_queue(rig: DownloadRig, files: FileServer) -> None:
+    files.routes["/slow.npy"] = (200, b"0123456789", {})
+    files.trickle["/slow.npy"] = 0.5  # 5 s in all, past the 2 s deadline
+    fast = [f"/fast-{i}.npy" for i in range(40)]
+    for path in fast:
+        files.routes[path] = (200, path.encode(), {})
+    output = [f"{files.origin}/slow.npy"] + [f"{files.origin}{path}" for path in fast]
+    rig.store.record("m1", prediction("mixed", "succeeded", output=output), rig.clock())
+    downloader = rig.downloader()
+
+    def fast_ones_done() -> bool | None:
+        downloader.step()
+        states = [f["state"] for f in rig.store.prediction("mixed")["files"]]
+        return True if states[1:] == ["done"] * len(fast) else None
+
+    poll(fast_ones_done, timeout=30, interval=0, what="the fast files")
+    assert rig.store.file("mixed", 0)["state"] == "running"  # still on its slot meanwhile
+    drain(downloader)
+    slow = rig.store.file("mixed", 0)
+    assert slow["state"] == "queued"  # to be tried again, after a backoff
+    assert slow["last_error"] == "not downloaded within 2 s"

@@ -4,6 +4,7 @@ file server (GET). Real servers, so what talks to them goes through real sockets
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,11 +18,17 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass  # the tests read what the servers record, not their access log
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: fine
+            super().handle_error(request, client_address)
+
+
 class LoopbackServer:
     """A ThreadingHTTPServer on a free loopback port, served from a daemon thread."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = QuietServer(("127.0.0.1", 0), handler)
         self.origin = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
 
@@ -31,10 +38,12 @@ class LoopbackServer:
 
 
 class FileServer:
-    """Serves `routes` (path -> (status, body, headers)) on loopback and counts every request."""
+    """Serves `routes` (path -> (status, body, headers)) on loopback and counts every request.
+    A path in `trickle` sends its body a byte at a time, that many seconds apart."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
+        self.trickle: dict[str, float] = {}
         self.hits: Counter[str] = Counter()
         server = self
 
@@ -47,7 +56,14 @@ class FileServer:
                     self.send_header(key, value)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                pause = server.trickle.get(self.path)
+                if pause is None:
+                    self.wfile.write(body)
+                    return
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(pause)  # the slow server being simulated, not a wait
 
         self.server = LoopbackServer(Handler)
         self.origin = self.server.origin
