@@ -23,7 +23,7 @@ from receiver.refusals import RefusalLog
 from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
-from receiver.workers import Periodic
+from receiver.workers import Worker
 from receiver.writer import StoreError, Writer
 
 log = logging.getLogger("receiver")
@@ -34,7 +34,7 @@ def create_app(
     keys: list[bytes],
     store: Store,
     clock: Callable[[], float] = time.time,
-    workers: list[Periodic] | None = None,
+    workers: list[Worker] | None = None,
     refusals: RefusalLog | None = None,
 ) -> FastAPI:
     context = AppContext(
@@ -69,7 +69,7 @@ def create_app(
 
 
 def _lifespan(
-    context: AppContext, workers: list[Periodic]
+    context: AppContext, workers: list[Worker]
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Start the writer process and the workers with the app; stop them after the last request."""
 

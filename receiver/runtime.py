@@ -6,11 +6,11 @@ from functools import partial
 
 from receiver import replicate_api
 from receiver.db import make_engine, migrate
-from receiver.downloads import Downloader
+from receiver.download_process import configuration
 from receiver.reconcile import Reconciler
 from receiver.settings import Settings
 from receiver.store import Store
-from receiver.workers import Periodic
+from receiver.workers import ChildWorker, Periodic, Worker
 
 
 def open_store(settings: Settings) -> Store:
@@ -21,10 +21,11 @@ def open_store(settings: Settings) -> Store:
     return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url, wait)
 
 
-def background_workers(store: Store, settings: Settings) -> list[Periodic]:
-    """The download worker, and the reconciler when there is an API token to reconcile with."""
-    downloader = Downloader(store, settings)
-    workers = [Periodic("downloads", downloader.step, settings.receiver_worker_poll_seconds)]
+def background_workers(store: Store, settings: Settings) -> list[Worker]:
+    """The download worker (a process of its own), and the reconciler when there is an API
+    token to reconcile with."""
+    downloads = ChildWorker("downloads", "receiver.download_process", configuration(settings))
+    workers: list[Worker] = [downloads]
     if settings.replicate_api_token is not None:
         reconciler = Reconciler(store, settings, partial(replicate_api.prediction, settings))
         interval = settings.receiver_reconcile_interval_seconds

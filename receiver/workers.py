@@ -1,12 +1,28 @@
-"""Background work in a receiver process: a thread that repeats a step until stopped."""
+"""Background work in a receiver process: a thread that repeats a step until stopped
+(`Periodic`), or a child process kept running (`ChildWorker`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("receiver")
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where `receiver` is importable from
+
+
+class Worker(Protocol):
+    """What the app starts with itself and stops after its last request."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Periodic:
@@ -35,3 +51,54 @@ class Periodic:
                 busy = False
             if not busy:
                 self._stop.wait(self.interval)
+
+
+class ChildWorker:
+    """A worker in a child process, `python -m module`, kept running: `config` is its first
+    line on stdin, and stdin stays open while we want it (it stops when the pipe closes, so it
+    also stops when this process dies, SIGKILL included). Restarted if it exits on its own."""
+
+    def __init__(self, name: str, module: str, config: bytes) -> None:
+        self.name = name
+        self.module = module
+        self.config = config
+        self._stop = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close its stdin, so it finishes what it is doing; kill it after 30 s."""
+        self._stop.set()
+        process = self._process
+        if process is not None and process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._thread.join(timeout=35)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            process = subprocess.Popen(
+                [sys.executable, "-m", self.module], stdin=subprocess.PIPE, env=child_env()
+            )
+            self._process = process
+            assert process.stdin is not None
+            with contextlib.suppress(OSError):
+                process.stdin.write(self.config)
+                process.stdin.flush()
+            code = process.wait()
+            if not self._stop.is_set():
+                log.warning("%s process exited (%s); starting another in 1 s", self.name, code)
+                self._stop.wait(1)
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with this package importable wherever the child starts."""
+    pythonpath = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.getenv("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": pythonpath}

@@ -12,16 +12,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from receiver.frames import LENGTH, Answered, delivery_frame, frame, parse_answers, probe_frame
 from receiver.store import Delivery, Outcome, StoreConfig
+from receiver.workers import child_env
 
 log = logging.getLogger("receiver")
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 class StoreError(Exception):
@@ -92,16 +90,13 @@ class Writer:
         async with self._spawning:
             if self._process is not None:
                 return self._process
-            pythonpath = os.pathsep.join(
-                filter(None, [str(_PACKAGE_ROOT), os.getenv("PYTHONPATH")])
-            )
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "receiver.writer_process",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": pythonpath},
+                env=child_env(),
             )
             assert process.stdin is not None
             process.stdin.write(frame(self.config.to_json()))

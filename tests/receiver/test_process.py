@@ -225,3 +225,45 @@ def wait_for_downloads(url: str, expected: int, timeout: float = 60) -> None:
         poll(all_done, timeout, 0.05, f"{expected} files downloaded")
     finally:
         engine.dispose()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found[int(stat.parent.name)] = cmdline.decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended while we looked
+    return found
+
+
+def test_its_worker_processes_end_with_it_even_on_sigkill(
+    started: StartReceiver, tmp_path: Path
+) -> None:
+    receiver = started(
+        {
+            "REPLICATE_WEBHOOK_SECRET": SECRET,
+            "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+            "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
+        }
+    )
+
+    def both_started() -> dict[int, str] | None:
+        children = children_of(receiver.process.pid)
+        modules = " ".join(children.values())
+        both = "receiver.writer_process" in modules and "receiver.download_process" in modules
+        return children if both else None
+
+    children = poll(both_started, timeout=30, interval=0.05, what="the worker processes")
+    receiver.process.send_signal(signal.SIGKILL)
+    receiver.process.wait()
+
+    def all_gone() -> bool | None:
+        alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        return True if not alive else None
+
+    poll(all_gone, timeout=30, interval=0.05, what="the worker processes to end")
