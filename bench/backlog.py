@@ -1,0 +1,128 @@
+"""The download queue at scale: one delivery whose output holds 200 000 files, drained from a
+loopback file server while webhooks keep coming.
+
+One receiver process (with its writer and download processes) serves the whole run. Its
+webhook figures without a backlog are the baseline, measured on the same process just before
+the backlog is queued; the same loads then run during the drain. The drain rate is reported
+over the whole backlog and over the part with no webhook load, from the store's own count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine, func, select
+
+from bench.load import SECRET, LoadResult, paced, saturate, signed_deliveries
+from bench.servers import serve
+from localcog.loopback import free_port
+from localcog.polling import poll
+from receiver.db import make_engine
+from receiver.signature import decode_secret, signed_headers
+from receiver.tables import files
+
+DRAIN_TIMEOUT = 3600.0  # Replicate's hour: a backlog that takes longer has lost files
+
+
+def backlog_body(count: int, origin: str) -> bytes:
+    urls = ",".join(f'"{origin}/out/{i}.npy"' for i in range(count))
+    return f'{{"id": "backlog", "status": "succeeded", "output": [{urls}]}}'.encode()
+
+
+def done_files(engine: Engine) -> int:
+    with engine.connect() as conn:
+        query = select(func.count()).select_from(files).where(files.c.state == "done")
+        return int(conn.execute(query).scalar_one())
+
+
+def webhooks(port: int, count: int, rate: float) -> tuple[LoadResult, LoadResult]:
+
+    host = f"127.0.0.1:{port}"
+    requests, _ = signed_deliveries(count, host)
+    kept = saturate(port, requests)
+    fixed_requests, _ = signed_deliveries(int(rate * 10), host)
+    return kept, paced(port, fixed_requests, rate)
+
+
+def drain(store: str, database_url: str, args: argparse.Namespace, workdir: Path) -> None:
+    file_port = free_port()
+    file_server = serve(  # answers every GET with the same small body: a file of 21 bytes
+        [sys.executable, "-m", "bench.noop_server", "--port", str(file_port)],
+        {},
+        file_port,
+        workdir / f"backlog-{store}.files.log",
+    )
+    port = free_port()
+    env = {
+        "REPLICATE_WEBHOOK_SECRET": SECRET,
+        "RECEIVER_DATABASE_URL": database_url,
+        "RECEIVER_OUTPUT_DIR": str(workdir / f"backlog-{store}"),
+        "RECEIVER_DOWNLOAD_HOSTS": f"http://127.0.0.1:{file_port}",
+        "RECEIVER_WORKER_POLL_SECONDS": "0.2",
+    }
+    command = [sys.executable, "-m", "receiver", "serve", "--port", str(port)]
+    receiver = serve(command, env, port, workdir / f"backlog-{store}.log")
+    engine = make_engine(database_url)
+    try:
+        webhooks(port, 200, args.rate)  # warm-up
+        before = webhooks(port, args.deliveries, args.rate)
+        body = backlog_body(args.files, f"http://127.0.0.1:{file_port}")
+        headers = signed_headers(decode_secret(SECRET), "msg_backlog", str(int(time.time())), body)
+        queued_at = time.perf_counter()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/webhooks/replicate",
+            content=body,
+            headers=headers,
+            timeout=300,
+        )
+        response.raise_for_status()
+        during = webhooks(port, args.deliveries, args.rate)
+        quiet_from = time.perf_counter()
+        quiet_done = done_files(engine)
+        poll(
+            lambda: True if done_files(engine) == args.files else None,
+            timeout=DRAIN_TIMEOUT,
+            interval=0.5,
+            what=f"{args.files} files downloaded",
+        )
+        finished = time.perf_counter()
+    finally:
+        receiver.terminate()
+        receiver.wait()
+        file_server.terminate()
+        file_server.wait()
+        engine.dispose()
+    overall = args.files / (finished - queued_at)
+    quiet = (args.files - quiet_done) / (finished - quiet_from)
+    report(store, args, before, during, overall, quiet, finished - queued_at)
+
+
+def report(
+    store: str,
+    args: argparse.Namespace,
+    before: tuple[LoadResult, LoadResult],
+    during: tuple[LoadResult, LoadResult],
+    overall: float,
+    quiet: float,
+    seconds: float,
+) -> None:
+    kept_before, fixed_before = before
+    kept_during, fixed_during = during
+    print(
+        f"[backlog/{store}] {args.files} files queued by one delivery, served on loopback; "
+        "webhooks on the same receiver process before and during the drain"
+    )
+    print(
+        f"  webhooks  {kept_before.rate:6.0f}/s without a backlog, {kept_during.rate:6.0f}/s "
+        f"during the drain: {kept_during.rate / kept_before.rate:.2f}x (goal >= 0.8x); "
+        f"at {args.rate:.0f}/s p99 {fixed_before.percentile_ms(0.99):.2f} ms vs "
+        f"{fixed_during.percentile_ms(0.99):.2f} ms"
+    )
+    print(
+        f"  drain     {args.files} files in {seconds:.0f} s: {overall:.0f}/s overall, "
+        f"{quiet:.0f}/s once the webhook load stopped (goal >= 500/s)"
+    )
