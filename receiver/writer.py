@@ -14,6 +14,7 @@ import itertools
 import logging
 import sys
 from collections.abc import Callable
+from functools import partial
 
 from receiver.frames import LENGTH, Answered, delivery_frame, frame, parse_answers, probe_frame
 from receiver.store import Delivery, Outcome, StoreConfig
@@ -57,34 +58,45 @@ class Writer:
                 process.kill()
         await asyncio.gather(*self._readers)
 
-    async def write(self, delivery: Delivery) -> Outcome:
-        """Record one delivery durably; returns once its transaction has committed."""
-        answered = await self._send(lambda seq: delivery_frame(seq, delivery), probe=False)
+    async def write(self, delivery: Delivery, timeout: float) -> Outcome:
+        """Record one delivery durably; returns once its transaction has committed, or raises
+        StoreError after `timeout` seconds (a lock held, a disk stalled: Replicate retries,
+        and a retry of a delivery that did commit in the end is answered `duplicate`)."""
+        frame = partial(delivery_frame, delivery=delivery)
+        answered = await self._send(frame, probe=False, timeout=timeout)
         if answered == "alive":  # cannot happen: only a probe is answered so
             raise StoreError("the writer answered a delivery as a probe")
         return answered
 
-    async def probe(self) -> None:
+    async def probe(self, timeout: float) -> None:
         """Return once the writer process has committed a heartbeat and its latest delivery
         did not fail; StoreError if not (the database is locked, the disk full, the process
-        gone)."""
-        await self._send(probe_frame, probe=True)
+        gone) or not within `timeout` seconds."""
+        await self._send(probe_frame, probe=True, timeout=timeout)
         if self.failing is not None:
             raise StoreError(f"the latest delivery failed: {self.failing}")
 
-    async def _send(self, make_frame: Callable[[int], bytes], probe: bool) -> Answered:
-        """Send one request to the writer process and await its answer."""
+    async def _send(
+        self, make_frame: Callable[[int], bytes], probe: bool, timeout: float
+    ) -> Answered:
+        """Send one request to the writer process and await its answer, for `timeout` s at
+        most (a timer, not a task per request: this is the hot path)."""
         process = self._process or await self._spawn()
         assert process.stdin is not None
         seq = next(self._seq)
         if probe:
             self._probes.add(seq)
-        future: asyncio.Future[Answered] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answered] = loop.create_future()
         self._pending[seq] = future
-        process.stdin.write(make_frame(seq))
-        with contextlib.suppress(ConnectionError):  # it died: the answer reader fails this future
-            await process.stdin.drain()  # back-pressure when the writer falls behind
-        return await future
+        expiry = loop.call_later(timeout, _expire, future, timeout)
+        try:
+            process.stdin.write(make_frame(seq))
+            with contextlib.suppress(ConnectionError):  # it died: the reader fails the future
+                await process.stdin.drain()  # back-pressure when the writer falls behind
+            return await future
+        finally:
+            expiry.cancel()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         async with self._spawning:
@@ -118,7 +130,7 @@ class Writer:
                     else:
                         self.failing = error
                     future = self._pending.pop(seq)
-                    if future.cancelled():  # the sender hung up; the delivery may be stored
+                    if future.done():  # expired, or the sender hung up; it may be stored
                         continue
                     if error is None and outcome is not None:
                         future.set_result(outcome)
@@ -132,8 +144,13 @@ class Writer:
         self._pending = {}
         self._probes.clear()
         for future in waiting.values():
-            if not future.cancelled():
+            if not future.done():
                 future.set_exception(StoreError("writer process exited"))
         code = await process.wait()
         if not self._stopping:
             log.warning("writer process exited (%s); the next delivery starts another", code)
+
+
+def _expire(future: asyncio.Future[Answered], timeout: float) -> None:
+    if not future.done():
+        future.set_exception(StoreError(f"no commit within {timeout:g} s"))
