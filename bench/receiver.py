@@ -17,7 +17,8 @@ import argparse
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from receiver.db import make_engine
 from receiver.tables import deliveries
 
 FIXED_SECONDS = 10  # per round at the fixed offered rate
+PARTS = ("comparison", "backlog")
+STORES = ("sqlite", "postgresql")
 
 
 @dataclass(frozen=True)
@@ -171,16 +174,32 @@ def main() -> None:
         "--rate", type=float, default=500, help="offered deliveries/s for the latency load"
     )
     parser.add_argument("--files", type=int, default=200_000, help="the download backlog")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure"
+    )
+    parser.add_argument(
+        "--stores", nargs="+", choices=STORES, default=list(STORES), help="on which stores"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as work:
         workdir = Path(work)
-        sqlite_url = f"sqlite:///{workdir / 'receiver.db'}"
-        compare("sqlite", sqlite_url, args.deliveries, args.rounds, args.rate, workdir)
+        for part in args.parts:
+            for store in args.stores:
+                with store_url(store, workdir / f"{part}.db") as url:
+                    if part == "comparison":
+                        compare(store, url, args.deliveries, args.rounds, args.rate, workdir)
+                    else:
+                        backlog.drain(store, url, args, workdir)
+
+
+@contextmanager
+def store_url(store: str, sqlite_file: Path) -> Iterator[str]:
+    """A fresh store of this kind: an SQLite file, or a scratch PostgreSQL database."""
+    if store == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+    else:
         with scratch_database() as url:
-            compare("postgresql", url, args.deliveries, args.rounds, args.rate, workdir)
-        backlog.drain("sqlite", f"sqlite:///{workdir / 'backlog.db'}", args, workdir)
-        with scratch_database() as url:
-            backlog.drain("postgresql", url, args, workdir)
+            yield url
 
 
 if __name__ == "__main__":

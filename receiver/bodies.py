@@ -1,9 +1,9 @@
 """Reading a webhook's body: within a size limit, a deadline, and a byte budget shared by every
 connection, so senders that never finish cannot hold the receiver's memory or its time.
 
-The budget counts the bytes a delivery may hold from the moment its body is accepted until its
-answer is sent: the declared `content-length` is reserved up front (a body without one reserves
-the size limit), and a delivery that does not fit is a 503 at once, before anything is read.
+The budget counts the bytes of bodies held, from their arrival until their answer is sent:
+each chunk takes its share as it arrives (a declared `content-length` reserves nothing, since
+headers of the right shape cost nothing to forge), and a body that no longer fits is a 503.
 Replicate retries a 503, so a genuine delivery refused while the receiver is full comes back.
 """
 
@@ -31,15 +31,28 @@ class ByteBudget:
         self.held = 0
 
     @contextmanager
-    def reserve(self, size: int) -> Iterator[None]:
-        """Hold `size` bytes of the budget for the block, or refuse with a 503 at once."""
-        if self.held + size > self.limit:
-            raise RefusedError(503, "receiver busy: too many bodies in flight, retry later")
-        self.held += size
+    def share(self) -> Iterator[Share]:
+        """One body's share, given back when the block ends."""
+        share = Share(self)
         try:
-            yield
+            yield share
         finally:
-            self.held -= size
+            self.held -= share.size
+
+
+class Share:
+    """The bytes one body holds of a `ByteBudget`."""
+
+    def __init__(self, budget: ByteBudget) -> None:
+        self.budget = budget
+        self.size = 0
+
+    def take(self, size: int) -> None:
+        """Hold `size` more bytes, or refuse the body with a 503."""
+        if self.budget.held + size > self.budget.limit:
+            raise RefusedError(503, "receiver busy: too many bodies in flight, retry later")
+        self.budget.held += size
+        self.size += size
 
 
 def declared_size(request: Request, limit: int) -> int | None:
@@ -52,8 +65,9 @@ def declared_size(request: Request, limit: int) -> int | None:
     return int(declared)
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The raw body: at most `limit` bytes (413), all of it within `timeout` seconds (408)."""
+async def read_body(request: Request, limit: int, timeout: float, share: Share) -> bytes:
+    """The raw body: at most `limit` bytes (413), all of it within `timeout` seconds (408),
+    each chunk taken from `share` as it arrives (503 when the budget is spent)."""
     chunks = []
     size = 0
     try:
@@ -62,6 +76,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise RefusedError(413, f"body over {limit} bytes")
+                share.take(len(chunk))
                 chunks.append(chunk)
     except TimeoutError as exc:
         raise RefusedError(408, f"body not received within {timeout:g} s") from exc

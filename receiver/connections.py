@@ -4,7 +4,8 @@ uvicorn closes a connection that stays idle after a response (`timeout_keep_aliv
 timer is cancelled by any byte received, and a new connection has none: a client that sends half
 a request line, or one byte of headers every few seconds, holds the connection for good. Here a
 connection must complete each request's headers within `header_timeout` seconds of connecting or
-of its previous response, or it is closed. Bodies have their own deadline (receiver.bodies);
+of its previous response, or it is closed; so must the rest of a body answered before it was
+read (a 401 on its headers). Bodies have their own deadline (receiver.bodies);
 the number of connections is capped by uvicorn's `limit_concurrency` (503 beyond it).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 
@@ -32,13 +32,15 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # this request's headers are complete
-            self._disarm()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._disarm()  # a request's headers are complete and it is being answered
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._arm()  # the next request on this connection gets its own deadline
+        if not self.transport.is_closing():
+            # The next request gets its own deadline; so does the rest of a body that was
+            # answered early (a 401 before it was read): trickling it holds nothing for long.
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -55,7 +57,8 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def _expired(self) -> None:
         self._header_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if not answering and not self.transport.is_closing():
             self.transport.close()
 
 

@@ -75,7 +75,16 @@ def make_engine(url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Engine:
         pool_pre_ping=True,
         pool_size=8,
         max_overflow=8,
-        connect_args={"options": options, "connect_timeout": max(1, int(wait_seconds))},
+        connect_args={
+            "options": options,
+            "connect_timeout": max(1, int(wait_seconds)),
+            # A server that vanished (a partition, not a refusal) is noticed within a minute,
+            # not after the kernel's two hours: statement_timeout cannot see a dead socket.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        },
     )
 
 

@@ -35,6 +35,7 @@ SETTINGS = {
     "receiver_download_max_bytes",
     "receiver_download_timeout_seconds",
     "receiver_download_concurrency",
+    "receiver_max_files_per_prediction",
     "receiver_worker_poll_seconds",
 }
 
@@ -49,6 +50,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
         settings.receiver_database_url,
         settings.receiver_download_hosts,
         settings.receiver_store_timeout_seconds,
+        settings.receiver_max_files_per_prediction,
     )
     downloader = Downloader(Store.open(config), settings)
     try:
@@ -82,6 +84,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C reaches the receiver, which stops us
     threading.Thread(target=stop_on_eof, daemon=True).start()
     run(settings, stop)
+    logging.shutdown()
+    # Downloads still running were given back to the queue: do not wait for their threads.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ from receiver.store import Job, Settlement, Store, StoredFile, Turn
 LEASE_SECONDS = 30.0  # a claimed job is this worker's for this long, renewed while it runs
 RENEW_EVERY = LEASE_SECONDS / 3
 SETTLE_WINDOW = 0.05  # seconds a turn waits for running downloads: finished ones settle together
-STALE_PARTIAL_SECONDS = 2 * LEASE_SECONDS  # a live download writes far more often than this
+# A live download writes its partial file at least once per read timeout (60 s, after a 10 s
+# connect); one untouched for five minutes belongs to a worker that died.
+STALE_PARTIAL_SECONDS = 300.0
 
 
 def backoff(attempts: int, base: float = 2.0, cap: float = 300.0) -> float:
@@ -86,31 +88,35 @@ class Downloader:
         return True
 
     def close(self) -> None:
-        """Wait for what runs, record how it ended, and let the pool go."""
-        while self.running or self.finished:
-            done, _ = wait(self.running)
-            for future in done:
-                self.finished.append(self._settlement(self.running.pop(future), future))
-            turn = Turn(
-                now=self.clock(),
-                lease=LEASE_SECONDS,
-                max_attempts=self.settings.receiver_download_max_attempts,
-                want=0,
-                settled=self.finished,
-            )
-            self.store.download_turn(turn)
-            self.finished = []
-        self.pool.shutdown()
-        self.client.close()
+        """Record what finished; give back what still runs, queued again without charging an
+        attempt (a download may take minutes, a stop should not), and let the pool go."""
+        now = self.clock()
+        for future, job in self.running.items():
+            if future.done():
+                self.finished.append(self._settlement(job, future))
+            else:
+                abandoned = Settlement(job.id, job.attempts, "queued", now, counted=False)
+                self.finished.append(abandoned)
+        self.running = {}
+        turn = Turn(
+            now=now,
+            lease=LEASE_SECONDS,
+            max_attempts=self.settings.receiver_download_max_attempts,
+            want=0,
+            settled=self.finished,
+        )
+        self.store.download_turn(turn)
+        self.finished = []
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _renewals(self, now: float) -> list[int]:
+    def _renewals(self, now: float) -> list[Job]:
         """The running jobs' ids when their leases are due for renewal (and stale partial files
         of dead workers swept at the same pace); otherwise none."""
         if now - self.renewed_at < RENEW_EVERY:
             return []
         self.renewed_at = now
         remove_stale_partials(self.settings.receiver_output_dir)
-        return [job.id for job in self.running.values()]
+        return list(self.running.values())
 
     def _settlement(self, job: Job, future: Future[StoredFile]) -> Settlement:
         """How this attempt ended. Any failure is an attempt; at the attempt limit, or when a
@@ -118,12 +124,14 @@ class Downloader:
         now = self.clock()
         exc = future.exception()
         if exc is None:
-            return Settlement(job.id, "done", now, stored=future.result())
+            return Settlement(job.id, job.attempts, "done", now, stored=future.result())
         reason = str(exc) if isinstance(exc, DownloadError) else f"{type(exc).__name__}: {exc}"
+        reason = reason[:500]
         last = job.attempts >= self.settings.receiver_download_max_attempts
         if last or isinstance(exc, TooLargeError):
-            return Settlement(job.id, "dead", now, last_error=reason[:500])
-        return Settlement(job.id, "queued", now + backoff(job.attempts), last_error=reason[:500])
+            return Settlement(job.id, job.attempts, "dead", now, last_error=reason)
+        retry_at = now + backoff(job.attempts)
+        return Settlement(job.id, job.attempts, "queued", retry_at, last_error=reason)
 
 
 def remove_stale_partials(root: Path) -> None:

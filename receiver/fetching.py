@@ -128,7 +128,11 @@ def fetch(job: Job, root: Path, limits: Limits, client: httpx.Client) -> StoredF
         except BaseException:
             Path(tmp.name).unlink(missing_ok=True)
             raise
-    path = target(root, job, content_type)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Path(tmp.name).replace(path)
+    try:  # the file is complete and closed: move it into place
+        path = target(root, job, content_type)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(tmp.name).replace(path)
+    except BaseException:  # nothing half-done is left behind, whatever failed
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
     return StoredFile(str(path), digest.hexdigest(), size, content_type)

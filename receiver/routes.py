@@ -96,9 +96,9 @@ async def _record(request: Request, ctx: AppContext) -> dict[str, str]:
     tolerance = settings.receiver_tolerance_seconds
     claim = _verified(ctx, lambda: check_headers(request.headers, ctx.clock(), tolerance))
     limit = settings.receiver_max_body_bytes
-    declared = declared_size(request, limit)
-    with ctx.budget.reserve(limit if declared is None else declared):
-        body = await read_body(request, limit, settings.receiver_body_timeout_seconds)
+    declared_size(request, limit)  # a declared body over the limit is a 413 before any byte
+    with ctx.budget.share() as share:
+        body = await read_body(request, limit, settings.receiver_body_timeout_seconds, share)
         webhook_id = _verified(ctx, lambda: check_body(ctx.keys, claim, body))
         delivery = Delivery(webhook_id, _payload(body), ctx.clock(), raw=body)
         outcome = await ctx.writer.write(delivery, settings.receiver_store_timeout_seconds)

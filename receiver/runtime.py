@@ -18,7 +18,13 @@ def open_store(settings: Settings) -> Store:
     wait = settings.receiver_store_timeout_seconds
     engine = make_engine(settings.receiver_database_url, wait)
     migrate(engine)
-    return Store(engine, settings.receiver_download_hosts, settings.receiver_database_url, wait)
+    return Store(
+        engine,
+        settings.receiver_download_hosts,
+        settings.receiver_database_url,
+        wait,
+        settings.receiver_max_files_per_prediction,
+    )
 
 
 def background_workers(store: Store, settings: Settings) -> list[Worker]:

@@ -112,6 +112,7 @@ class Settings(BaseSettings):
     receiver_download_max_bytes: int = Field(64 << 20, ge=1)
     receiver_download_timeout_seconds: float = Field(300, gt=0)
     receiver_download_concurrency: int = Field(16, ge=1, le=256)
+    receiver_max_files_per_prediction: int = Field(200_000, ge=1)
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)

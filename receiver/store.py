@@ -21,6 +21,10 @@ from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
 from receiver.tables import heartbeat
 
+# Files collected per prediction: 200 000 rows take about 5 s to store on PostgreSQL here,
+# half the default store timeout (RECEIVER_MAX_FILES_PER_PREDICTION).
+DEFAULT_MAX_FILES = 200_000
+
 __all__ = [
     "Delivery",
     "Job",
@@ -37,12 +41,13 @@ __all__ = [
 @dataclass(frozen=True)
 class StoreConfig:
     """What another process needs to open the same store: the URL as configured, not one
-    rebuilt from an engine, the download allow-list that decides which jobs are queued, and how
-    long a statement may wait for a lock."""
+    rebuilt from an engine, the download allow-list and file cap that decide which jobs are
+    queued, and how long a statement may wait for a lock."""
 
     database_url: str
     download_hosts: list[str]
     wait_seconds: float = DEFAULT_WAIT_SECONDS
+    max_files: int = DEFAULT_MAX_FILES
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -50,6 +55,7 @@ class StoreConfig:
                 "database_url": self.database_url,
                 "download_hosts": self.download_hosts,
                 "wait_seconds": self.wait_seconds,
+                "max_files": self.max_files,
             }
         )
 
@@ -60,6 +66,7 @@ class StoreConfig:
             str(values["database_url"]),
             list(values["download_hosts"]),
             float(values["wait_seconds"]),
+            int(values["max_files"]),
         )
 
 
@@ -74,11 +81,12 @@ class Store:
         download_hosts: list[str],
         database_url: str | None = None,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        max_files: int = DEFAULT_MAX_FILES,
     ) -> None:
         self.engine = engine
         url = database_url or engine.url.render_as_string(hide_password=False)
-        self.config = StoreConfig(url, download_hosts, wait_seconds)
-        self.queue = FileQueue(engine, download_hosts)
+        self.config = StoreConfig(url, download_hosts, wait_seconds, max_files)
+        self.queue = FileQueue(engine, download_hosts, max_files)
         self.ingest = Ingest(engine, self.queue)
         self.reconciliation = ReconcileQueries(engine)
         self.reads = Reads(reading(engine))
@@ -87,7 +95,13 @@ class Store:
     def open(cls, config: StoreConfig) -> Store:
         """The store `config` names, as another process opens it (no migration)."""
         engine = make_engine(config.database_url, config.wait_seconds)
-        return cls(engine, config.download_hosts, config.database_url, config.wait_seconds)
+        return cls(
+            engine,
+            config.download_hosts,
+            config.database_url,
+            config.wait_seconds,
+            config.max_files,
+        )
 
     # Ingest
     def record(

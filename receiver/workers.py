@@ -64,6 +64,7 @@ class ChildWorker:
         self.config = config
         self._stop = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()  # a stop never misses a child being started
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -71,10 +72,11 @@ class ChildWorker:
 
     def stop(self) -> None:
         """Close its stdin, so it finishes what it is doing; kill it after 30 s."""
-        self._stop.set()
-        process = self._process
+        with self._lock:
+            self._stop.set()
+            process = self._process
         if process is not None and process.stdin is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 process.stdin.close()
             try:
                 process.wait(timeout=30)
@@ -83,13 +85,16 @@ class ChildWorker:
         self._thread.join(timeout=35)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            process = subprocess.Popen(
-                [sys.executable, "-m", self.module], stdin=subprocess.PIPE, env=child_env()
-            )
-            self._process = process
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                process = subprocess.Popen(
+                    [sys.executable, "-m", self.module], stdin=subprocess.PIPE, env=child_env()
+                )
+                self._process = process
             assert process.stdin is not None
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # it died, or stop() closed it
                 process.stdin.write(self.config)
                 process.stdin.flush()
             code = process.wait()

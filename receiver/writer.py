@@ -21,6 +21,8 @@ from receiver.store import Delivery, Outcome, StoreConfig
 from receiver.workers import child_env
 
 log = logging.getLogger("receiver")
+PIPE_HIGH_WATER = 64 * 1024  # asyncio's own default: above it, drain() would wait
+FAILING_FOR = 60.0  # seconds a failed delivery keeps /healthz unhealthy without a success
 
 
 class StoreError(Exception):
@@ -38,10 +40,14 @@ class Writer:
         self._spawning = asyncio.Lock()
         self._readers: set[asyncio.Task[None]] = set()
         self._stopping = False
-        # Why the writer's latest answer was a failure; None once one succeeds again. A
-        # heartbeat can still commit on a disk too full for a delivery: both must be fine.
+        # Why the writer's latest answer to a delivery was a failure, and when; None once one
+        # succeeds again. A heartbeat can still commit on a disk too full for a delivery, so
+        # /healthz asks both; a failure older than FAILING_FOR is forgotten (no delivery may
+        # come to clear it while /healthz keeps traffic away).
         self.failing: str | None = None
+        self.failing_since = 0.0
         self._probes: set[int] = set()  # sequence numbers of heartbeat probes in flight
+        self._answered_at = 0.0  # loop time of the writer process's latest answer
 
     async def start(self) -> None:
         await self._spawn()
@@ -73,7 +79,8 @@ class Writer:
         did not fail; StoreError if not (the database is locked, the disk full, the process
         gone) or not within `timeout` seconds."""
         await self._send(probe_frame, probe=True, timeout=timeout)
-        if self.failing is not None:
+        now = asyncio.get_running_loop().time()
+        if self.failing is not None and now - self.failing_since < FAILING_FOR:
             raise StoreError(f"the latest delivery failed: {self.failing}")
 
     async def _send(
@@ -89,14 +96,31 @@ class Writer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answered] = loop.create_future()
         self._pending[seq] = future
-        expiry = loop.call_later(timeout, _expire, future, timeout)
+        expiry = loop.call_later(timeout, self._expire, process, future, timeout)
         try:
             process.stdin.write(make_frame(seq))
-            with contextlib.suppress(ConnectionError):  # it died: the reader fails the future
-                await process.stdin.drain()  # back-pressure when the writer falls behind
+            if process.stdin.transport.get_write_buffer_size() > PIPE_HIGH_WATER:
+                # The writer falls behind: wait for room, but no longer than the deadline.
+                with contextlib.suppress(ConnectionError):  # it died: the reader fails it
+                    await asyncio.wait_for(process.stdin.drain(), timeout)
             return await future
+        except TimeoutError as exc:
+            raise StoreError(f"no commit within {timeout:g} s") from exc
         finally:
             expiry.cancel()
+
+    def _expire(
+        self, process: asyncio.subprocess.Process, future: asyncio.Future[Answered], timeout: float
+    ) -> None:
+        """A request's deadline passed: fail it (a 503). A writer process that has not
+        answered anything for three deadlines is hung, not slow: kill it, so that the next
+        delivery starts another instead of timing out forever."""
+        if not future.done():
+            future.set_exception(StoreError(f"no commit within {timeout:g} s"))
+        silent = asyncio.get_running_loop().time() - self._answered_at
+        if silent > 3 * timeout and process.returncode is None:
+            log.warning("writer process silent for %.0f s; killing it", silent)
+            process.kill()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         async with self._spawning:
@@ -112,11 +136,19 @@ class Writer:
             )
             assert process.stdin is not None
             process.stdin.write(frame(self.config.to_json()))
+            self._answered_at = asyncio.get_running_loop().time()  # silent from now on
             reader = asyncio.create_task(self._read_answers(process))
             self._readers.add(reader)
             reader.add_done_callback(self._readers.discard)
             self._process = process
             return process
+
+    def _note(self, error: str | None) -> None:
+        if error is None:
+            self.failing = None
+        elif self.failing is None:
+            self.failing = error
+            self.failing_since = asyncio.get_running_loop().time()
 
     async def _read_answers(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -124,11 +156,12 @@ class Writer:
             while True:
                 (length,) = LENGTH.unpack(await process.stdout.readexactly(LENGTH.size))
                 answers = parse_answers(await process.stdout.readexactly(length))
+                self._answered_at = asyncio.get_running_loop().time()
                 for seq, outcome, error in answers:
                     if seq in self._probes:
                         self._probes.discard(seq)
                     else:
-                        self.failing = error
+                        self._note(error)
                     future = self._pending.pop(seq)
                     if future.done():  # expired, or the sender hung up; it may be stored
                         continue
@@ -149,8 +182,3 @@ class Writer:
         code = await process.wait()
         if not self._stopping:
             log.warning("writer process exited (%s); the next delivery starts another", code)
-
-
-def _expire(future: asyncio.Future[Answered], timeout: float) -> None:
-    if not future.done():
-        future.set_exception(StoreError(f"no commit within {timeout:g} s"))

@@ -25,7 +25,7 @@ import time
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from receiver.frames import Answer, Frames, Request, answers_frame, parse_request
+from receiver.frames import Answer, Frames, answers_frame, parse_request
 from receiver.store import Delivery, Store, StoreConfig
 
 log = logging.getLogger("receiver")
@@ -39,14 +39,8 @@ class Recorder:
         self.store = store
         self._conn: Connection | None = None
 
-    def record(self, batch: list[Request]) -> list[Answer]:
-        """Commit the deliveries of `batch` together, then answer its probes."""
-        deliveries = [(seq, d) for seq, d in batch if d is not None]
-        probes = [seq for seq, d in batch if d is None]
-        answers = self._record(deliveries) if deliveries else []
-        return answers + [self._probe(seq) for seq in probes]
-
-    def _record(self, batch: list[tuple[int, Delivery]]) -> list[Answer]:
+    def record_deliveries(self, batch: list[tuple[int, Delivery]]) -> list[Answer]:
+        """Commit `batch` in one transaction, or each alone when one of them is at fault."""
         try:
             outcomes = self.store.record_batch([d for _, d in batch], self._connection())
             return [(seq, outcome, None) for (seq, _), outcome in zip(batch, outcomes, strict=True)]
@@ -60,9 +54,10 @@ class Recorder:
                 # connection): one at a time would fail the same way, each after its own wait.
                 return [(seq, None, reason) for seq, _ in batch]
             log.warning("batch of %d failed (%s); writing one at a time", len(batch), reason)
-            return [answer for one in batch for answer in self._record([one])]
+            return [answer for one in batch for answer in self.record_deliveries([one])]
 
-    def _probe(self, seq: int) -> Answer:
+    def probe(self, seq: int) -> Answer:
+        """Commit the heartbeat: can a commit still reach the disk?"""
         try:
             self.store.heartbeat(self._connection(), time.time())
         except Exception as exc:
@@ -95,10 +90,13 @@ def serve(stdin: int, stdout: int) -> None:
     pending: list[bytes] | None = first[1:]
     while pending is not None:
         for start in range(0, len(pending), MAX_BATCH):
-            answers = recorder.record(
-                [parse_request(p) for p in pending[start : start + MAX_BATCH]]
-            )
-            _write_all(stdout, answers_frame(answers))
+            batch = [parse_request(p) for p in pending[start : start + MAX_BATCH]]
+            deliveries = [(seq, d) for seq, d in batch if d is not None]
+            if deliveries:
+                _write_all(stdout, answers_frame(recorder.record_deliveries(deliveries)))
+            probes = [seq for seq, d in batch if d is None]
+            if probes:
+                _write_all(stdout, answers_frame([recorder.probe(seq) for seq in probes]))
         pending = frames.next_batch()
     recorder.close()
 

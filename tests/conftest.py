@@ -54,6 +54,7 @@ def receiver_settings(database_url: str, tmp_path: Path) -> Settings:
         receiver_api_token=READ_TOKEN,
         receiver_output_dir=tmp_path / "outputs",
         receiver_max_body_bytes=64 * 1024,
+        receiver_max_files_per_prediction=100,  # the cap reached with a small body
         receiver_download_hosts=["replicate.delivery"],
     )
 

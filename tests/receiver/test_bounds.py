@@ -4,6 +4,7 @@ connections are closed, connections are capped; a client that goes away leaves n
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -93,17 +94,23 @@ def test_a_body_that_stalls_is_a_408_in_time(bounded: str) -> None:
 
 
 def test_bodies_in_flight_share_one_budget(bounded: str) -> None:
-    first_body, first_headers = genuine_head(60 * 1024)
-    second_body, second_headers = genuine_head(60 * 1024)
-    with closing(connect(bounded)) as first, closing(connect(bounded)) as second:
-        first.sendall(request_head(first_headers, len(first_body)) + first_body[:1000])
-        second.sendall(request_head(second_headers, len(second_body)) + second_body[:1000])
-        # 120 KiB declared against 100 KiB: whichever came second waits for no bytes.
-        statuses = []
-        for sock, body in ((first, first_body), (second, second_body)):
-            sock.sendall(body[1000:])
-            statuses.append(status_of(sock))
-    assert sorted(statuses) == [200, 503]
+    """Two bodies of 60 KiB, each 55 KiB sent, against 100 KiB in flight: whichever reaches
+    past the budget is a 503 at once; the other completes; then the budget is free again."""
+    bodies = [genuine_head(60 * 1024) for _ in range(2)]
+    socks = [connect(bounded) for _ in bodies]
+    try:
+        for sock, (body, headers) in zip(socks, bodies, strict=True):
+            sock.sendall(request_head(headers, len(body)) + body[: 55 * 1024])
+        answered, _, _ = select.select(socks, [], [], 5)
+        assert len(answered) == 1  # the refused one; the other waits for the rest of its body
+        assert status_of(answered[0]) == 503
+        (waiting,) = [sock for sock in socks if sock is not answered[0]]
+        body = bodies[socks.index(waiting)][0]
+        waiting.sendall(body[55 * 1024 :])
+        assert status_of(waiting) == 200
+    finally:
+        for sock in socks:
+            sock.close()
     again_body, again_headers = genuine_head(60 * 1024)  # the budget was given back
     response = httpx.post(f"{bounded}{PATH}", content=again_body, headers=again_headers)
     assert response.status_code == 200
@@ -177,3 +184,45 @@ def test_connections_are_capped(started: StartReceiver, tmp_path: Path) -> None:
         return True if response.status_code == 200 else None
 
     poll(accepted, timeout=10, interval=0.05, what="a delivery once the idle ones closed")
+
+
+def test_a_connection_answered_early_cannot_then_trickle_forever(
+    started: StartReceiver, tmp_path: Path
+) -> None:
+    """A 401 before the body leaves the body unread: the connection still has a deadline."""
+    receiver = started(process_env(tmp_path, RECEIVER_HEADER_TIMEOUT_SECONDS="1"))
+    started_at = time.monotonic()
+    with closing(connect(receiver.url)) as sock:
+        sock.sendall(request_head({}, 10_000))  # unsigned: refused before the body
+        assert status_of(sock) == 401
+        sock.settimeout(0.2)
+        for _ in range(100):  # then a byte of the body every 0.2 s, 20 s in all
+            try:
+                sock.sendall(b"x")
+                if sock.recv(4096) == b"":
+                    break  # closed by the receiver
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        else:
+            pytest.fail("the receiver kept the connection for the whole trickle")
+    assert time.monotonic() - started_at < 5
+
+
+def test_unsigned_bodies_hold_only_the_bytes_they_send(bounded: str) -> None:
+    """Headers of the right shape cost nothing to forge: declaring a large body must not
+    reserve the budget for bytes that never come."""
+    socks = []
+    try:
+        for _ in range(3):  # 3 x 60 KiB declared, against 100 KiB in flight
+            sock = connect(bounded)
+            _, headers = genuine_head(60 * 1024)
+            sock.sendall(request_head(headers, 60 * 1024) + b"{")
+            socks.append(sock)
+        body, headers = genuine_head(2000)
+        response = httpx.post(f"{bounded}{PATH}", content=body, headers=headers)
+        assert response.status_code == 200  # the budget holds only what has arrived
+    finally:
+        for sock in socks:
+            sock.close()

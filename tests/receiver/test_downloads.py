@@ -17,7 +17,7 @@ from receiver.downloads import LEASE_SECONDS, STALE_PARTIAL_SECONDS, Downloader,
 from receiver.fetching import safe_name
 from receiver.runtime import open_store
 from receiver.settings import Settings
-from receiver.store import Job, Store, Turn
+from receiver.store import Job, Settlement, Store, Turn
 from tests.support.loopback_http import FileServer
 from tests.support.receiving import Clock, prediction
 
@@ -287,3 +287,45 @@ def test_a_slow_file_holds_one_slot_not_the_queue(rig: DownloadRig, files: FileS
     slow = rig.store.file("mixed", 0)
     assert slow["state"] == "queued"  # to be tried again, after a backoff
     assert slow["last_error"] == "not downloaded within 2 s"
+
+
+def test_a_long_download_keeps_its_lease(rig: DownloadRig, files: FileServer) -> None:
+    files.routes["/long.npy"] = (200, b"0123", {})
+    files.trickle["/long.npy"] = 0.4  # 1.6 s in all, under the 2 s deadline
+    output = f"{files.origin}/long.npy"
+    rig.store.record("m1", prediction("long", "succeeded", output=output), rig.clock())
+    downloader = rig.downloader()
+    assert downloader.step()  # claimed; running
+    for _ in range(3):  # the queue's clock passes the lease twice over while the file runs
+        rig.clock.now += LEASE_SECONDS * 0.6
+        downloader.step()
+        assert claim(rig, 1) == []  # renewed: no other worker may take it
+    drain(downloader)
+    row = rig.store.file("long", 0)
+    assert (row["state"], row["attempts"]) == ("done", 1)
+    assert files.hits["/long.npy"] == 1
+
+
+def test_a_worker_whose_lease_ran_out_cannot_touch_the_next_claim(
+    rig: DownloadRig, files: FileServer
+) -> None:
+    output = f"{files.origin}/contested.npy"
+    rig.store.record("m1", prediction("contested", "succeeded", output=output), rig.clock())
+    (first,) = claim(rig, 1)
+    rig.clock.now += LEASE_SECONDS + 1  # the first worker stalled; its lease ran out
+    (second,) = claim(rig, 1)
+    assert second.attempts == first.attempts + 1
+    late = Settlement(first.id, first.attempts, "dead", rig.clock(), last_error="late")
+    rig.store.download_turn(
+        Turn(
+            now=rig.clock(),
+            lease=LEASE_SECONDS,
+            max_attempts=3,
+            want=0,
+            settled=[late],
+            renew=[first],
+        )
+    )
+    row = rig.store.file("contested", 0)
+    assert (row["state"], row["attempts"], row["last_error"]) == ("running", 2, None)
+    assert row["lease_until"] == rig.clock() + LEASE_SECONDS  # the second claim's, unchanged

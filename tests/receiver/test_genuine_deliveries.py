@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from receiver.rules import MAX_DEPTH
+from receiver.settings import Settings
 from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, prediction, read
 
@@ -73,3 +74,19 @@ def test_depths_the_parser_accepts_but_the_pipeline_cannot_are_400(
     response = deliver(receiver.url, raw)
     assert response.status_code == 400
     assert "nested deeper than" in response.json()["error"]
+
+
+def test_an_output_past_the_file_cap_is_stored_with_the_rest_marked(
+    receiver: LiveReceiver, receiver_settings: Settings
+) -> None:
+    """Storing every row of a huge output would outlast the store timeout on every retry."""
+    cap = receiver_settings.receiver_max_files_per_prediction
+    output = [f"https://replicate.delivery/f/{i}.npy" for i in range(cap + 3)]
+    response = deliver(receiver.url, prediction("many", "succeeded", output=output))
+    assert response.status_code == 200, response.text
+    files = read(receiver.url, "/predictions/many").json()["files"]
+    assert [f["state"] for f in files] == ["queued"] * cap + ["refused"]
+    assert files[-1]["url"] == "(3 more files)"
+    assert files[-1]["last_error"] == (
+        f"output holds {cap + 3} files; RECEIVER_MAX_FILES_PER_PREDICTION collects the first {cap}"
+    )

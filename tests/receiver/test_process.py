@@ -17,7 +17,7 @@ from localcog.polling import poll
 from localcog.postgres import scratch_database
 from receiver.db import make_engine
 from receiver.tables import deliveries, files, predictions
-from tests.support.commands import run_module
+from tests.support.commands import children_of, run_module
 from tests.support.live import LiveStandIn, StartReceiver
 from tests.support.loopback_http import FileServer
 from tests.support.receiving import SECRET, prediction, signed
@@ -225,20 +225,6 @@ def wait_for_downloads(url: str, expected: int, timeout: float = 60) -> None:
         poll(all_done, timeout, 0.05, f"{expected} files downloaded")
     finally:
         engine.dispose()
-
-
-def children_of(pid: int) -> dict[int, str]:
-    """Live child processes of `pid`: their command lines."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
-                found[int(stat.parent.name)] = cmdline.decode()
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # it ended while we looked
-    return found
 
 
 def test_its_worker_processes_end_with_it_even_on_sigkill(

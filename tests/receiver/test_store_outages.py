@@ -4,7 +4,10 @@ its own). Nothing acknowledged is lost, and the receiver recovers when the troub
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -24,7 +27,8 @@ from receiver.app import create_app
 from receiver.runtime import open_store
 from receiver.settings import Settings, signing_keys
 from standin.local import receiver_process
-from tests.support.commands import CLEAN_ENV
+from tests.support.commands import CLEAN_ENV, children_of
+from tests.support.live import StartReceiver
 from tests.support.receiving import READ_TOKEN, SECRET, deliver, prediction, read
 
 WAIT = 1.0  # RECEIVER_STORE_TIMEOUT_SECONDS in these tests
@@ -133,3 +137,40 @@ def test_a_full_disk_is_a_503_and_loses_nothing(tmp_path: Path) -> None:
     log = (tmp_path / "receiver.log").read_text()
     assert "database or disk is full" in log
     assert "Traceback" not in log
+
+
+def test_a_writer_that_stops_answering_is_replaced(started: StartReceiver, tmp_path: Path) -> None:
+    """A writer process hung for good (here: stopped) must not leave every delivery to time
+    out forever: it is killed, and the next delivery starts another."""
+    receiver = started(
+        {
+            "REPLICATE_WEBHOOK_SECRET": SECRET,
+            "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+            "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
+            "RECEIVER_STORE_TIMEOUT_SECONDS": "1",
+        }
+    )
+
+    def writer() -> int | None:
+        for pid, command in children_of(receiver.process.pid).items():
+            if "receiver.writer_process" in command:
+                return pid
+        return None
+
+    stopped = poll(writer, timeout=30, interval=0.05, what="the writer process")
+    os.kill(stopped, signal.SIGSTOP)
+    try:
+        started_at = time.monotonic()
+        hung = [deliver(receiver.url, prediction(f"hung{i}", "starting")) for i in range(3)]
+        assert [r.status_code for r in hung] == [503] * 3
+        assert time.monotonic() - started_at < 10  # each within its 1 s deadline
+
+        def accepted() -> bool | None:
+            response = deliver(receiver.url, prediction("after-hang", "starting"))
+            return True if response.status_code == 200 else None
+
+        poll(accepted, timeout=30, interval=0.2, what="a delivery on a new writer process")
+        assert writer() != stopped
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stopped, signal.SIGKILL)

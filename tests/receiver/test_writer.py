@@ -70,7 +70,7 @@ def test_one_bad_delivery_does_not_fail_its_batch() -> None:
             (2, Delivery("msg_2", prediction("x" * 300, "starting"), 1.0)),
             (3, Delivery("msg_3", prediction("ok2", "starting"), 1.0)),
         ]
-        answers = recorder.record(batch)
+        answers = recorder.record_deliveries(batch)
         recorder.close()
         engine.dispose()
     assert [(seq, outcome) for seq, outcome, _ in answers] == [

@@ -64,3 +64,17 @@ def repository_files() -> list[str]:
         check=True,
     )
     return listed.stdout.split()
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found[int(stat.parent.name)] = cmdline.decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended while we looked
+    return found
