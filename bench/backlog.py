@@ -51,8 +51,10 @@ def webhooks(port: int, count: int, rate: float) -> tuple[LoadResult, LoadResult
 
 def drain(store: str, database_url: str, args: argparse.Namespace, workdir: Path) -> None:
     file_port = free_port()
+    # It stands for replicate.delivery, which runs on Replicate's machines, not on ours: it is
+    # niced like the download process, so that it too yields the cores to the webhooks.
     file_server = serve(  # answers every GET with the same small body: a file of 21 bytes
-        [sys.executable, "-m", "bench.noop_server", "--port", str(file_port)],
+        ["nice", "-n", "10", sys.executable, "-m", "bench.noop_server", "--port", str(file_port)],
         {},
         file_port,
         workdir / f"backlog-{store}.files.log",
