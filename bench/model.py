@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from embedder.engine import Embedder, load_tokenizer
 from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import package_dir
 from localcog import REPO
+from localcog.processes import stop_on_signals
 from localcog.server import RUNNER, cog_server
 
 PEAK_BF16_FLOPS = (
@@ -134,6 +136,7 @@ def through_cog(count: int, runs: int) -> None:
 
 
 def main() -> None:
+    stop_on_signals()  # a ^C or kill still stops the servers and removes the work folder
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
@@ -145,4 +148,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("bench: stopped; the servers it started are stopped too")

@@ -29,6 +29,7 @@ from bench.load import CONNECTIONS, SECRET, LoadResult, paced, saturate, signed_
 from bench.servers import serve
 from localcog.loopback import free_port
 from localcog.postgres import scratch_database
+from localcog.processes import stop_on_signals
 from receiver.db import make_engine
 from receiver.tables import deliveries
 
@@ -167,6 +168,7 @@ def compare(
 
 
 def main() -> None:
+    stop_on_signals()  # a ^C or kill still stops the servers and removes the work folder
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--deliveries", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
@@ -203,4 +205,7 @@ def store_url(store: str, sqlite_file: Path) -> Iterator[str]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("bench: stopped; the servers it started are stopped too")

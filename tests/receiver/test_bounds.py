@@ -116,6 +116,22 @@ def test_bodies_in_flight_share_one_budget(bounded: str) -> None:
     assert response.status_code == 200
 
 
+def trickle(sock: socket.socket, data: bytes) -> bool:
+    """Send `data` a byte every 0.2 s (the slow sender being simulated: the pauses are the
+    load, not a wait); True as soon as the receiver closes the connection."""
+    sock.settimeout(0.2)
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            if sock.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
 def metric(url: str, line: str) -> float | None:
     for text in httpx.get(f"{url}/metrics").text.splitlines():
         if text.startswith(line + " "):
@@ -153,18 +169,8 @@ def test_half_sent_headers_are_cut_off_however_slowly_they_trickle(
     head = request_head({}, 10)
     started_at = time.monotonic()
     with closing(connect(receiver.url)) as sock:
-        sock.settimeout(0.2)
-        for byte in head[:-4]:  # one byte every 0.2 s, never the blank line
-            try:
-                sock.sendall(bytes([byte]))
-                if sock.recv(1) == b"":
-                    break  # closed by the receiver
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        else:
-            pytest.fail("the receiver waited for the whole trickle")
+        closed = trickle(sock, head[:-4])  # never the blank line that ends the headers
+    assert closed, "the receiver waited for the whole trickle"
     assert time.monotonic() - started_at < 3
 
 
@@ -195,18 +201,8 @@ def test_a_connection_answered_early_cannot_then_trickle_forever(
     with closing(connect(receiver.url)) as sock:
         sock.sendall(request_head({}, 10_000))  # unsigned: refused before the body
         assert status_of(sock) == 401
-        sock.settimeout(0.2)
-        for _ in range(100):  # then a byte of the body every 0.2 s, 20 s in all
-            try:
-                sock.sendall(b"x")
-                if sock.recv(4096) == b"":
-                    break  # closed by the receiver
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-        else:
-            pytest.fail("the receiver kept the connection for the whole trickle")
+        closed = trickle(sock, b"x" * 100)  # then the body a byte at a time, 20 s in all
+    assert closed, "the receiver kept the connection for the whole trickle"
     assert time.monotonic() - started_at < 5
 
 
