@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from receiver.fetching import PARTIAL_PREFIX, DownloadError, Limits, TooLargeError, fetch
+from receiver.rules import AllowList
 from receiver.settings import Settings
 from receiver.store import Job, Settlement, Store, StoredFile, Turn
 
@@ -47,7 +48,7 @@ class Downloader:
         self.clock = clock
         self.slots = settings.receiver_download_concurrency
         self.limits = Limits(
-            hosts=settings.receiver_download_hosts,
+            allow_list=AllowList(settings.receiver_download_hosts),
             max_bytes=settings.receiver_download_max_bytes,
             timeout=settings.receiver_download_timeout_seconds,
         )

@@ -21,7 +21,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 
-from receiver.rules import host_allowed
+from receiver.rules import AllowList
 from receiver.store import Job, StoredFile
 
 PARTIAL_PREFIX = ".partial-"
@@ -87,14 +87,14 @@ def target(root: Path, job: Job, content_type: str) -> Path:
 class Limits:
     """What one download may take: where it may come from, its size and its total time."""
 
-    hosts: list[str]
+    allow_list: AllowList
     max_bytes: int
     timeout: float
 
 
 def fetch(job: Job, root: Path, limits: Limits, client: httpx.Client) -> StoredFile:
     """Store one file under `root`; say where, and what it holds."""
-    if not host_allowed(job.url, limits.hosts):
+    if not limits.allow_list.allows(job.url):
         raise DownloadError("host not in RECEIVER_DOWNLOAD_HOSTS")
     root.mkdir(parents=True, exist_ok=True)
     max_bytes = limits.max_bytes

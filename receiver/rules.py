@@ -176,8 +176,3 @@ class AllowList:
         if parts.scheme != "https":
             return False
         return host in self.domains or host.endswith(self.suffixes)
-
-
-def host_allowed(url: str, hosts: list[str]) -> bool:
-    """`AllowList(hosts).allows(url)`, for a single check."""
-    return AllowList(hosts).allows(url)

@@ -21,7 +21,7 @@ from receiver.runtime import open_store
 from receiver.settings import Settings, signing_keys
 from receiver.signature import signed_headers
 from tests.support.live import StartReceiver
-from tests.support.receiving import KEY, SECRET, prediction, signed
+from tests.support.receiving import KEY, on_sqlite, prediction, signed
 
 PATH = "/webhooks/replicate"
 
@@ -139,19 +139,10 @@ def metric(url: str, line: str) -> float | None:
     return None
 
 
-def process_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "REPLICATE_WEBHOOK_SECRET": SECRET,
-        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-        "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
-        **extra,
-    }
-
-
 def test_a_client_that_goes_away_leaves_no_traceback(
     started: StartReceiver, tmp_path: Path
 ) -> None:
-    receiver = started(process_env(tmp_path))
+    receiver = started(on_sqlite(tmp_path))
     body, headers = genuine_head(5000)
     with closing(connect(receiver.url)) as sock:
         sock.sendall(request_head(headers, len(body)) + body[:100])
@@ -165,7 +156,7 @@ def test_a_client_that_goes_away_leaves_no_traceback(
 def test_half_sent_headers_are_cut_off_however_slowly_they_trickle(
     started: StartReceiver, tmp_path: Path
 ) -> None:
-    receiver = started(process_env(tmp_path, RECEIVER_HEADER_TIMEOUT_SECONDS="1"))
+    receiver = started(on_sqlite(tmp_path, RECEIVER_HEADER_TIMEOUT_SECONDS="1"))
     head = request_head({}, 10)
     started_at = time.monotonic()
     with closing(connect(receiver.url)) as sock:
@@ -175,7 +166,7 @@ def test_half_sent_headers_are_cut_off_however_slowly_they_trickle(
 
 
 def test_connections_are_capped(started: StartReceiver, tmp_path: Path) -> None:
-    receiver = started(process_env(tmp_path, RECEIVER_MAX_CONNECTIONS="4"))
+    receiver = started(on_sqlite(tmp_path, RECEIVER_MAX_CONNECTIONS="4"))
     idle = [connect(receiver.url) for _ in range(4)]
     try:
         raw, headers = signed(prediction("capped", "starting"))
@@ -196,7 +187,7 @@ def test_a_connection_answered_early_cannot_then_trickle_forever(
     started: StartReceiver, tmp_path: Path
 ) -> None:
     """A 401 before the body leaves the body unread: the connection still has a deadline."""
-    receiver = started(process_env(tmp_path, RECEIVER_HEADER_TIMEOUT_SECONDS="1"))
+    receiver = started(on_sqlite(tmp_path, RECEIVER_HEADER_TIMEOUT_SECONDS="1"))
     started_at = time.monotonic()
     with closing(connect(receiver.url)) as sock:
         sock.sendall(request_head({}, 10_000))  # unsigned: refused before the body

@@ -20,7 +20,7 @@ from receiver.tables import deliveries, files, predictions
 from tests.support.commands import children_of, run_module
 from tests.support.live import LiveStandIn, StartReceiver
 from tests.support.loopback_http import FileServer
-from tests.support.receiving import SECRET, prediction, signed
+from tests.support.receiving import SECRET, on_sqlite, prediction, signed
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
 
 
@@ -230,13 +230,7 @@ def wait_for_downloads(url: str, expected: int, timeout: float = 60) -> None:
 def test_its_worker_processes_end_with_it_even_on_sigkill(
     started: StartReceiver, tmp_path: Path
 ) -> None:
-    receiver = started(
-        {
-            "REPLICATE_WEBHOOK_SECRET": SECRET,
-            "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-            "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
-        }
-    )
+    receiver = started(on_sqlite(tmp_path))
 
     def both_started() -> dict[int, str] | None:
         children = children_of(receiver.process.pid)

@@ -13,17 +13,7 @@ import pytest
 from receiver.refusals import LINES_PER_WINDOW as LINES
 from receiver.refusals import RefusalLog
 from tests.support.live import StartReceiver
-from tests.support.receiving import SECRET, prediction, signed
-
-
-def on_sqlite(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A receiver's environment: the test secret, an SQLite file and outputs in tmp_path."""
-    return {
-        "REPLICATE_WEBHOOK_SECRET": SECRET,
-        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-        "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
-        **extra,
-    }
+from tests.support.receiving import SECRET, on_sqlite, prediction, signed
 
 
 def log_of(tmp_path: Path) -> str:

@@ -29,7 +29,7 @@ from receiver.settings import Settings, signing_keys
 from standin.local import receiver_process
 from tests.support.commands import CLEAN_ENV, children_of
 from tests.support.live import StartReceiver
-from tests.support.receiving import READ_TOKEN, SECRET, deliver, prediction, read
+from tests.support.receiving import READ_TOKEN, SECRET, deliver, on_sqlite, prediction, read
 
 WAIT = 1.0  # RECEIVER_STORE_TIMEOUT_SECONDS in these tests
 
@@ -142,14 +142,7 @@ def test_a_full_disk_is_a_503_and_loses_nothing(tmp_path: Path) -> None:
 def test_a_writer_that_stops_answering_is_replaced(started: StartReceiver, tmp_path: Path) -> None:
     """A writer process hung for good (here: stopped) must not leave every delivery to time
     out forever: it is killed, and the next delivery starts another."""
-    receiver = started(
-        {
-            "REPLICATE_WEBHOOK_SECRET": SECRET,
-            "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-            "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
-            "RECEIVER_STORE_TIMEOUT_SECONDS": "1",
-        }
-    )
+    receiver = started(on_sqlite(tmp_path, RECEIVER_STORE_TIMEOUT_SECONDS="1"))
 
     def writer() -> int | None:
         for pid, command in children_of(receiver.process.pid).items():

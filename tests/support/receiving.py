@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,3 +64,14 @@ def deliver(url: str, body: bytes | dict[str, Any], **kw: Any) -> httpx.Response
 
 def read(url: str, path: str) -> httpx.Response:
     return httpx.get(f"{url}{path}", headers={"authorization": f"Bearer {READ_TOKEN}"}, timeout=30)
+
+
+def on_sqlite(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A receiver process's environment: the test secret, an SQLite file and an output folder
+    in tmp_path, and `extra` settings."""
+    return {
+        "REPLICATE_WEBHOOK_SECRET": SECRET,
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
+        **extra,
+    }
