@@ -87,6 +87,9 @@ class Runner(BaseRunner):
         ),
     ) -> Any:
         texts = check_texts(texts)
+        # Also the sign that run() has begun: coglet 0.23 loses or misreports a cancel that
+        # lands while it is still preparing the input (README, "Known limits").
+        print(f"embedding {len(texts)} texts")
         vectors = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
         for _ in self.embedder.fill(vectors, texts, normalize=normalize):
             await asyncio.sleep(0)  # a cancel lands here; another prediction may run a batch
