@@ -17,9 +17,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-import httpx
-
-from receiver.fetching import PARTIAL_PREFIX, DownloadError, Limits, TooLargeError, fetch
+from receiver.fetching import (
+    PARTIAL_PREFIX,
+    DownloadError,
+    Limits,
+    TooLargeError,
+    fetch,
+    http_client,
+)
 from receiver.rules import AllowList
 from receiver.settings import Settings
 from receiver.store import Job, Settlement, Store, StoredFile, Turn
@@ -52,13 +57,7 @@ class Downloader:
             max_bytes=settings.receiver_download_max_bytes,
             timeout=settings.receiver_download_timeout_seconds,
         )
-        # Redirects are not followed: a hop could leave the allow-list.
-        timeout = min(60.0, self.limits.timeout)
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=self.slots),
-        )
+        self.client = http_client(self.slots, self.limits.timeout)
         self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix="download")
         self.running: dict[Future[StoredFile], Job] = {}
         self.finished: list[Settlement] = []

@@ -215,12 +215,14 @@ def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer
 def test_every_failure_is_an_attempt_and_the_limit_holds(
     rig: DownloadRig, files: FileServer
 ) -> None:
-    """URLs the allow-list passes but the HTTP client refuses, and a content type longer than
-    the column, once left jobs `running` for good, retried every lease past the limit."""
+    """URLs the allow-list passes but the HTTP client fails on, and a content type longer than
+    the column, once left jobs `running` for good, retried every lease past the limit (httpx
+    raised InvalidURL and IDNAError on the first two; urllib3 sends the first percent-encoded
+    and fails to resolve the second)."""
     files.routes["/long-type"] = (200, b"abc", {"content-type": "text/plain; x=" + "y" * 300})
     output = [
-        f"{files.origin}/non\x01printable",  # httpx: InvalidURL
-        "https://xn--a.replicate.delivery/x",  # idna: IDNAError, a UnicodeError
+        f"{files.origin}/non\x01printable",
+        "https://xn--a.replicate.delivery/x",
         f"{files.origin}/long-type",
     ]
     rig.store.record("m1", prediction("stuck", "succeeded", output=output), rig.clock())
@@ -230,7 +232,8 @@ def test_every_failure_is_an_attempt_and_the_limit_holds(
         rig.clock.now += 400  # past any backoff
     rows = rig.store.prediction("stuck")["files"]
     assert [(r["state"], r["attempts"]) for r in rows] == [("dead", 3), ("dead", 3), ("done", 1)]
-    assert rows[0]["last_error"].startswith("InvalidURL: ")
+    assert rows[0]["last_error"] == f"HTTP 404 from {files.origin}/non\x01printable"
+    assert rows[1]["last_error"].startswith("NameResolutionError: ")
     assert rows[2]["content_type"] == "application/octet-stream"  # too long to keep: not trusted
     rig.clock.now += LEASE_SECONDS + 1
     assert not downloader.step()  # nothing left running or due
