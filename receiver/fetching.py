@@ -129,12 +129,20 @@ def fetch(job: Job, root: Path, limits: Limits, client: urllib3.PoolManager) -> 
                 digest.update(data)
                 size = len(data)
             else:
-                response = client.request("GET", job.url, preload_content=False, redirect=False)
+                response = client.request(
+                    "GET",
+                    job.url,
+                    preload_content=False,
+                    redirect=False,
+                    pool_timeout=limits.timeout,  # a leaked connection: an attempt, not a hang
+                )
                 try:
                     if response.status != 200:
                         raise DownloadError(f"HTTP {response.status} from {job.url}")
                     content_type = content_type_of(response.headers.get("content-type"))
-                    for chunk in response.stream(CHUNK):
+                    # read1: whatever has arrived, so a trickling server meets the deadline
+                    # (stream() would block until a whole chunk is in).
+                    while chunk := response.read1(CHUNK):
                         size += len(chunk)
                         if size > max_bytes:
                             raise too_large
@@ -143,7 +151,10 @@ def fetch(job: Job, root: Path, limits: Limits, client: urllib3.PoolManager) -> 
                         tmp.write(chunk)
                         digest.update(chunk)
                 except BaseException:
-                    response.close()  # its connection holds an unread body: not reused
+                    # Its connection holds an unread body: close it, then give its place back
+                    # to the pool (close alone keeps the place taken, and a full pool blocks).
+                    response.close()
+                    response.release_conn()
                     raise
                 response.release_conn()
         except BaseException:

@@ -270,8 +270,9 @@ def test_ids_that_sanitise_alike_keep_their_own_files(
 
 
 def test_a_slow_file_holds_one_slot_not_the_queue(rig: DownloadRig, files: FileServer) -> None:
-    files.routes["/slow.npy"] = (200, b"0123456789", {})
-    files.trickle["/slow.npy"] = 0.5  # 5 s in all, past the 2 s deadline
+    body = bytes(100)
+    files.routes["/slow.npy"] = (200, body, {})
+    files.trickle["/slow.npy"] = 0.5  # 50 s in all, far past the 2 s deadline
     fast = [f"/fast-{i}.npy" for i in range(40)]
     for path in fast:
         files.routes[path] = (200, path.encode(), {})
@@ -290,6 +291,20 @@ def test_a_slow_file_holds_one_slot_not_the_queue(rig: DownloadRig, files: FileS
     slow = rig.store.file("mixed", 0)
     assert slow["state"] == "queued"  # to be tried again, after a backoff
     assert slow["last_error"] == "not downloaded within 2 s"
+    assert files.sent["/slow.npy"] < len(body)  # cut off at the deadline, not after the body
+
+
+def test_failed_downloads_give_their_connection_back(rig: DownloadRig, files: FileServer) -> None:
+    """With one slot, a 404 and a file over the cap must not keep the only pooled connection:
+    the next file from that host would wait for it forever."""
+    files.routes["/huge.npy"] = (200, b"x" * (64 * 1024 + 1), {})
+    files.routes["/ok.npy"] = (200, b"ok", {})
+    output = [f"{files.origin}/{name}" for name in ("missing.npy", "huge.npy", "ok.npy")]
+    rig.store.record("m1", prediction("one-slot", "succeeded", output=output), rig.clock())
+    settings = rig.settings.model_copy(update={"receiver_download_concurrency": 1})
+    drain(Downloader(rig.store, settings, rig.clock))
+    states = [f["state"] for f in rig.store.prediction("one-slot")["files"]]
+    assert states == ["queued", "dead", "done"]
 
 
 def test_a_long_download_keeps_its_lease(rig: DownloadRig, files: FileServer) -> None:

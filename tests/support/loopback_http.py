@@ -39,12 +39,14 @@ class LoopbackServer:
 
 class FileServer:
     """Serves `routes` (path -> (status, body, headers)) on loopback and counts every request.
-    A path in `trickle` sends its body a byte at a time, that many seconds apart."""
+    A path in `trickle` sends its body a byte at a time, that many seconds apart; `sent` counts
+    the bytes of each trickled body sent so far."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, bytes, dict[str, str]]] = {}
         self.trickle: dict[str, float] = {}
         self.hits: Counter[str] = Counter()
+        self.sent: Counter[str] = Counter()
         server = self
 
         class Handler(QuietHandler):
@@ -63,6 +65,7 @@ class FileServer:
                 for byte in body:
                     self.wfile.write(bytes([byte]))
                     self.wfile.flush()
+                    server.sent[self.path] += 1
                     time.sleep(pause)  # the slow server being simulated, not a wait
 
         self.server = LoopbackServer(Handler)
