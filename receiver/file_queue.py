@@ -83,7 +83,6 @@ class FileQueue:
 
     def __init__(self, engine: Engine, download_hosts: list[str], max_files: int) -> None:
         self.engine = engine
-        self.download_hosts = download_hosts
         self.max_files = max_files
         self.allow_list = rules.AllowList(download_hosts)
         # No RETURNING: without it, psycopg sends the rows in pipeline mode, three times as

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from receiver.signature import decode_secret
+from receiver.store import DEFAULT_MAX_FILES
 
 _SPLIT = re.compile(r"[\s,]+")
 _HOSTNAME = re.compile(
@@ -112,7 +113,7 @@ class Settings(BaseSettings):
     receiver_download_max_bytes: int = Field(64 << 20, ge=1)
     receiver_download_timeout_seconds: float = Field(300, gt=0)
     receiver_download_concurrency: int = Field(16, ge=1, le=256)
-    receiver_max_files_per_prediction: int = Field(200_000, ge=1)
+    receiver_max_files_per_prediction: int = Field(DEFAULT_MAX_FILES, ge=1)
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)
