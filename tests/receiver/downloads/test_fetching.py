@@ -1,77 +1,19 @@
-"""Output files fetched into RECEIVER_OUTPUT_DIR: checked, retried, resumed, foreign refused."""
+"""Fetching one output file: checked, stored under a safe name, bounded in size and time; what
+the allow-list refuses is never fetched."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from localcog.polling import poll
-from receiver.downloads import LEASE_SECONDS, STALE_PARTIAL_SECONDS, Downloader, backoff
+from receiver.downloads import LEASE_SECONDS, Downloader
 from receiver.fetching import safe_name
-from receiver.runtime import open_store
-from receiver.settings import Settings
-from receiver.store import Job, Settlement, Store, Turn
+from tests.support.downloading import DownloadRig, drain
 from tests.support.loopback_http import FileServer
-from tests.support.receiving import Clock, prediction
-
-
-@pytest.fixture
-def files() -> Iterator[FileServer]:
-    server = FileServer()
-    yield server
-    server.close()
-
-
-@dataclass(frozen=True)
-class DownloadRig:
-    """What a download test works with: the settings, the store and the clock it moves."""
-
-    settings: Settings
-    store: Store
-    clock: Clock
-
-    def downloader(self) -> Downloader:
-        return Downloader(self.store, self.settings, self.clock)
-
-
-@pytest.fixture
-def rig(receiver_settings: Settings, files: FileServer) -> Iterator[DownloadRig]:
-    """The shared test settings, plus the local file server's origin, 3 attempts at most and
-    files of 64 KiB at most, each within 2 s."""
-    settings = Settings.model_validate(
-        {
-            **receiver_settings.model_dump(),
-            "receiver_download_hosts": ["replicate.delivery", files.origin],
-            "receiver_download_max_attempts": 3,
-            "receiver_download_max_bytes": 64 * 1024,
-            "receiver_download_timeout_seconds": 2.0,
-        }
-    )
-    store = open_store(settings)
-    yield DownloadRig(settings=settings, store=store, clock=Clock())
-    store.engine.dispose()
-
-
-def claim(rig: DownloadRig, want: int, now: float | None = None) -> list[Job]:
-    """Claim jobs as a worker's turn does, without running them."""
-    turn = Turn(
-        now=rig.clock() if now is None else now, lease=LEASE_SECONDS, max_attempts=3, want=want
-    )
-    return rig.store.download_turn(turn)
-
-
-def drain(downloader: Downloader) -> int:
-    steps = 0
-    while downloader.step():
-        steps += 1
-    return steps
+from tests.support.receiving import prediction
 
 
 def test_files_are_stored_with_checksum_size_and_type(rig: DownloadRig, files: FileServer) -> None:
@@ -91,51 +33,6 @@ def test_files_are_stored_with_checksum_size_and_type(rig: DownloadRig, files: F
     assert stored[1]["content_type"] == "text/plain"
     assert all(Path(f["local"]).is_relative_to(rig.settings.receiver_output_dir) for f in stored)
     assert rig.store.queue_depth() == 0
-
-
-def test_failures_back_off_then_dead_letter(rig: DownloadRig, files: FileServer) -> None:
-    files.routes["/flaky"] = (503, b"busy", {})
-    rig.store.record(
-        "m1", prediction("d2", "succeeded", output=f"{files.origin}/flaky"), rig.clock()
-    )
-    downloader = rig.downloader()
-    for attempt in range(1, 4):
-        assert downloader.step()
-        assert not downloader.step()  # backing off: not due yet
-        row = rig.store.file("d2", 0)
-        assert row["attempts"] == attempt
-        assert "HTTP 503" in row["last_error"]
-        if attempt < 3:
-            assert row["state"] == "queued"
-            delay = row["next_attempt_at"] - rig.clock.now
-            assert 0.5 * 2**attempt <= delay <= 1.5 * 2**attempt  # 2 s base, doubling, jitter
-            rig.clock.now += delay
-    assert rig.store.file("d2", 0)["state"] == "dead"
-    assert files.hits["/flaky"] == 3
-
-
-def test_a_job_left_running_by_a_dead_process_is_resumed(
-    rig: DownloadRig, files: FileServer
-) -> None:
-    files.routes["/a.bin"] = (200, b"abc", {})
-    rig.store.record(
-        "m1", prediction("d3", "succeeded", output=f"{files.origin}/a.bin"), rig.clock()
-    )
-    assert len(claim(rig, 1)) == 1  # claimed, then the process died mid-download:
-    rig.settings.receiver_output_dir.mkdir(parents=True)
-    partial = rig.settings.receiver_output_dir / ".partial-of-the-dead-process"
-    partial.write_bytes(b"ab")
-    left_at = time.time() - STALE_PARTIAL_SECONDS - 1
-    os.utime(partial, (left_at, left_at))
-    # As after a restart: a new store and downloader over the same database.
-    restarted = Downloader(open_store(rig.settings), rig.settings, rig.clock)
-    assert not restarted.step()  # the lease still holds
-    rig.clock.now += LEASE_SECONDS + 1  # 30 s: once 10 minutes
-    drain(restarted)
-    row = rig.store.file("d3", 0)
-    assert (row["state"], row["attempts"]) == ("done", 2)
-    assert files.hits["/a.bin"] == 1
-    assert not partial.exists()
 
 
 def test_foreign_hosts_and_redirects_are_never_followed(
@@ -183,33 +80,6 @@ def test_file_names_cannot_escape_the_output_folder(rig: DownloadRig, files: Fil
 )
 def test_safe_name(text: str, expected: str) -> None:
     assert safe_name(text, "f") == expected
-
-
-def test_backoff_doubles_with_jitter_and_a_cap() -> None:
-    for attempts in range(1, 12):
-        delay = backoff(attempts)
-        expected = min(300.0, 2.0 * 2 ** (attempts - 1))
-        assert 0.5 * expected <= delay <= 1.5 * expected
-
-
-def test_concurrent_claims_never_share_a_job(rig: DownloadRig, files: FileServer) -> None:
-    output = [f"{files.origin}/f{i}" for i in range(30)]
-    rig.store.record("m1", prediction("d5", "succeeded", output=output), rig.clock())
-    claimed: list[int] = []
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while jobs := claim(rig, 2, now=time.time()):
-            with lock:
-                claimed.extend(job.id for job in jobs)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(claimed) == 30
-    assert len(set(claimed)) == 30
 
 
 def test_every_failure_is_an_attempt_and_the_limit_holds(
@@ -305,45 +175,3 @@ def test_failed_downloads_give_their_connection_back(rig: DownloadRig, files: Fi
     drain(Downloader(rig.store, settings, rig.clock))
     states = [f["state"] for f in rig.store.prediction("one-slot")["files"]]
     assert states == ["queued", "dead", "done"]
-
-
-def test_a_long_download_keeps_its_lease(rig: DownloadRig, files: FileServer) -> None:
-    files.routes["/long.npy"] = (200, b"0123", {})
-    files.trickle["/long.npy"] = 0.4  # 1.6 s in all, under the 2 s deadline
-    output = f"{files.origin}/long.npy"
-    rig.store.record("m1", prediction("long", "succeeded", output=output), rig.clock())
-    downloader = rig.downloader()
-    assert downloader.step()  # claimed; running
-    for _ in range(3):  # the queue's clock passes the lease twice over while the file runs
-        rig.clock.now += LEASE_SECONDS * 0.6
-        downloader.step()
-        assert claim(rig, 1) == []  # renewed: no other worker may take it
-    drain(downloader)
-    row = rig.store.file("long", 0)
-    assert (row["state"], row["attempts"]) == ("done", 1)
-    assert files.hits["/long.npy"] == 1
-
-
-def test_a_worker_whose_lease_ran_out_cannot_touch_the_next_claim(
-    rig: DownloadRig, files: FileServer
-) -> None:
-    output = f"{files.origin}/contested.npy"
-    rig.store.record("m1", prediction("contested", "succeeded", output=output), rig.clock())
-    (first,) = claim(rig, 1)
-    rig.clock.now += LEASE_SECONDS + 1  # the first worker stalled; its lease ran out
-    (second,) = claim(rig, 1)
-    assert second.attempts == first.attempts + 1
-    late = Settlement(first.id, first.attempts, "dead", rig.clock(), last_error="late")
-    rig.store.download_turn(
-        Turn(
-            now=rig.clock(),
-            lease=LEASE_SECONDS,
-            max_attempts=3,
-            want=0,
-            settled=[late],
-            renew=[first],
-        )
-    )
-    row = rig.store.file("contested", 0)
-    assert (row["state"], row["attempts"], row["last_error"]) == ("running", 2, None)
-    assert row["lease_until"] == rig.clock() + LEASE_SECONDS  # the second claim's, unchanged
