@@ -25,7 +25,7 @@ from receiver.store import Delivery, Outcome
 LENGTH = struct.Struct(">I")
 Answered = Outcome | Literal["alive"]
 Answer = tuple[int, Answered | None, str | None]  # seq, outcome, error
-Request = tuple[int, Delivery | None]  # seq, and the delivery; None for a heartbeat probe
+WriterRequest = tuple[int, Delivery | None]  # seq, and the delivery; None for a heartbeat probe
 
 
 def frame(payload: bytes) -> bytes:
@@ -41,7 +41,7 @@ def probe_frame(seq: int) -> bytes:
     return frame(orjson.dumps([seq]))
 
 
-def parse_request(payload: bytes) -> Request:
+def parse_request(payload: bytes) -> WriterRequest:
     head, newline, raw = payload.partition(b"\n")
     fields = orjson.loads(head)
     if not newline:

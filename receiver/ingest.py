@@ -7,6 +7,7 @@ download jobs are committed in one transaction before the sender is acknowledged
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,9 +16,12 @@ from sqlalchemy import Connection, Engine
 
 from receiver import rules
 from receiver.file_queue import FileQueue
-from receiver.tables import deliveries, dialect_insert, predictions
+from receiver.ingest_sql import IngestSql, run
 
 Outcome = Literal["accepted", "duplicate"]
+# Deliveries in one transaction at most: each is a row of 5 or 6 parameters in one statement,
+# far below SQLite's 32 766 and PostgreSQL's 65 535 parameters a statement.
+MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,10 @@ class Delivery:
     def prediction_id(self) -> str:
         return str(self.body["id"])
 
-    def delivery_row(self) -> dict[str, Any]:
-        return {
-            "webhook_id": self.webhook_id,
-            "prediction_id": self.prediction_id,
-            "status": self.body.get("status", ""),
-            "source": self.source,
-            "received_at": self.received_at,
-        }
+    def delivery_row(self) -> tuple[str, str, str, str, float]:
+        """The values of its `deliveries` row, in `DELIVERY_COLUMNS` order."""
+        status = str(self.body.get("status", ""))
+        return (self.webhook_id, self.prediction_id, status, self.source, self.received_at)
 
 
 @dataclass
@@ -55,62 +55,42 @@ class PredictionChange:
     first_seen: float  # its first delivery in the batch: created_at, should the row be new
     last_seen: float  # its last delivery in the batch: updated_at, should the state change
     was_terminal: bool
-    state: dict[str, Any] | None
+    body: dict[str, Any] | None  # the prediction as stored (its `predictions.body`)
     changed: bool = False
-    # The delivery whose body is the state as is: its original bytes are stored, not re-encoded.
+    # The delivery whose body is kept as is: its original bytes are stored, not re-encoded.
     origin: Delivery | None = None
 
     def take(self, delivery: Delivery) -> None:
-        merged = rules.merge(self.state, delivery.body)
+        merged = rules.merge(self.body, delivery.body)
         self.last_seen = delivery.received_at
         if merged.source == "current":
             return
         self.changed = True
-        self.state = merged.state
+        self.body = merged.body
         self.origin = delivery if merged.source == "incoming" else None
 
     @property
     def becomes_terminal(self) -> bool:
-        return self.state is not None and rules.is_terminal(self.state) and not self.was_terminal
+        return self.body is not None and rules.is_terminal(self.body) and not self.was_terminal
 
     @property
     def output(self) -> object:
-        return (self.state or {}).get("output")
+        return (self.body or {}).get("output")
 
-    def row(self) -> dict[str, Any]:
-        state = self.state or {}
-        text = self.origin.text() if self.origin else orjson.dumps(state).decode()
-        return {
-            "id": self.prediction_id,
-            "status": state.get("status", ""),
-            "terminal": rules.is_terminal(state),
-            "body": text,
-            "created_at": self.first_seen,
-            "updated_at": self.last_seen,
-        }
+    def row(self) -> tuple[str, str, bool, str, float, float]:
+        """The values of its `predictions` row, in `PREDICTION_COLUMNS` order."""
+        body = self.body or {}
+        text = self.origin.text() if self.origin else orjson.dumps(body).decode()
+        status = str(body.get("status", ""))
+        terminal = rules.is_terminal(body)
+        return (self.prediction_id, status, terminal, text, self.first_seen, self.last_seen)
 
 
 class Ingest:
     def __init__(self, engine: Engine, queue: FileQueue) -> None:
         self.engine = engine
         self.queue = queue
-        insert = dialect_insert(engine)
-        self._add_deliveries = (
-            insert(deliveries).on_conflict_do_nothing().returning(deliveries.c.webhook_id)
-        )
-        claim = insert(predictions)
-        # Create-or-lock in one statement: a new prediction gets a placeholder row, an existing
-        # one is locked (the no-op update) and its current state returned.
-        self._claim_predictions = claim.on_conflict_do_update(
-            index_elements=[predictions.c.id], set_={"id": claim.excluded.id}
-        ).returning(predictions.c.id, predictions.c.body, predictions.c.terminal)
-        # Written back as an upsert of rows that all exist: unlike an UPDATE executemany, it
-        # goes out as one multi-row statement (RETURNING makes SQLAlchemy batch it).
-        write = insert(predictions)
-        self._write_predictions = write.on_conflict_do_update(
-            index_elements=[predictions.c.id],
-            set_={c: write.excluded[c] for c in ("status", "terminal", "body", "updated_at")},
-        ).returning(predictions.c.id)
+        self.sql = IngestSql.for_engine(engine)
 
     def record(
         self, webhook_id: str, body: dict[str, Any], received_at: float, source: str = "webhook"
@@ -128,6 +108,8 @@ class Ingest:
         drops replays), make sure each prediction has a row, lock those rows in id order (no
         deadlocks between processes), merge in Python, write back, queue output files.
         """
+        if len(batch) > MAX_BATCH:
+            raise ValueError(f"{len(batch)} deliveries in one batch; at most {MAX_BATCH}")
         first: dict[str, int] = {}
         for i, d in enumerate(batch):
             first.setdefault(d.webhook_id, i)  # a replay inside the batch is a duplicate too
@@ -136,8 +118,7 @@ class Ingest:
             with self.engine.connect() as borrowed:
                 return self.record_batch(batch, borrowed)
         with conn.begin():
-            rows = [d.delivery_row() for d in fresh]
-            added = set(conn.execute(self._add_deliveries, rows).scalars())
+            added = self._add_deliveries(conn, fresh)
             applied = [d for d in fresh if d.webhook_id in added]
             if applied:
                 self._apply(conn, applied)
@@ -153,7 +134,8 @@ class Ingest:
             changes[d.prediction_id].take(d)
         changed = [c for c in changes.values() if c.changed]
         if changed:
-            conn.execute(self._write_predictions, [c.row() for c in changed]).all()
+            sql = self.sql.write_predictions(len(changed))
+            run(conn, sql, _flat(c.row() for c in changed))
         jobs = [
             job
             for c in changed
@@ -169,25 +151,26 @@ class Ingest:
         for d in applied:
             first_seen.setdefault(d.prediction_id, d.received_at)
         ids = sorted(first_seen)
-        placeholders = [
-            {
-                "id": pid,
-                "status": "",
-                "terminal": False,
-                "body": "null",
-                "created_at": first_seen[pid],
-                "updated_at": first_seen[pid],
-            }
-            for pid in ids
-        ]
-        stored = {r.id: r for r in conn.execute(self._claim_predictions, placeholders)}
-        return {
-            pid: PredictionChange(
+        placeholders = [(pid, "", False, "null", first_seen[pid], first_seen[pid]) for pid in ids]
+        sql = self.sql.claim_predictions(len(ids))
+        changes = {}
+        for pid, body, terminal in run(conn, sql, _flat(placeholders)):
+            changes[pid] = PredictionChange(
                 prediction_id=pid,
                 first_seen=first_seen[pid],
                 last_seen=first_seen[pid],
-                was_terminal=stored[pid].terminal,
-                state=orjson.loads(stored[pid].body),
+                was_terminal=bool(terminal),  # SQLite returns 0 or 1
+                body=orjson.loads(body),
             )
-            for pid in ids
-        }
+        return {pid: changes[pid] for pid in ids}
+
+    def _add_deliveries(self, conn: Connection, fresh: list[Delivery]) -> set[str]:
+        """Insert the deliveries; the webhook-ids that were new (the others are replays)."""
+        sql = self.sql.add_deliveries(len(fresh))
+        rows = run(conn, sql, _flat(d.delivery_row() for d in fresh))
+        return {webhook_id for (webhook_id,) in rows}
+
+
+def _flat(rows: Iterable[tuple[object, ...]]) -> tuple[object, ...]:
+    """One statement's parameters: its rows' values, one after the other."""
+    return tuple(value for row in rows for value in row)

@@ -84,19 +84,19 @@ def _size(value: object) -> int:
 
 @dataclass(frozen=True)
 class Merge:
-    """The state to keep after a delivery, and where it came from.
+    """The prediction body to keep after a delivery, and where it came from.
 
-    `source` lets the store skip writing a state that did not change ("current") and keep a
-    delivery's original bytes when its body becomes the state as is ("incoming"), without
-    comparing large outputs.
+    `source` lets the store skip writing a body that did not change ("current") and keep a
+    delivery's original bytes when its body is kept as is ("incoming"), without comparing
+    large outputs.
     """
 
-    state: dict[str, Any]
+    body: dict[str, Any]
     source: Literal["current", "incoming", "merged"]
 
 
 def merge(current: dict[str, Any] | None, incoming: dict[str, Any]) -> Merge:
-    """The state to keep after `incoming` arrives on top of `current`."""
+    """The body to keep after `incoming` arrives on top of `current`."""
     if current is None:
         return Merge(incoming, "incoming")
     if is_terminal(current):

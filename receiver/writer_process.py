@@ -26,10 +26,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from receiver.frames import Answer, Frames, answers_frame, parse_request
+from receiver.ingest import MAX_BATCH
 from receiver.store import Delivery, Store, StoreConfig
 
 log = logging.getLogger("receiver")
-MAX_BATCH = 256
 
 
 class Recorder:

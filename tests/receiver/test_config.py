@@ -15,12 +15,8 @@ from localcog import REPO
 from receiver.settings import Settings
 from receiver.signature import decode_secret
 from standin.local import receiver_process
-from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.commands import CLEAN_ENV, run_receiver
 from tests.support.receiving import SECRET
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_module("receiver", *args, env=env, timeout=60)
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -39,7 +35,7 @@ def serve(tmp_path: Path, *args: str, **env: str) -> str:
         "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
         "RECEIVER_OUTPUT_DIR": str(tmp_path / "out"),
     }
-    return one_line(run_cli("serve", "--port", "9", *args, **{**base, **env}))
+    return one_line(run_receiver("serve", "--port", "9", *args, **{**base, **env}))
 
 
 @pytest.mark.parametrize(
@@ -138,12 +134,12 @@ def test_trusting_every_address_is_refused(entry: str, tmp_path: Path) -> None:
 
 def test_an_empty_variable_counts_as_unset() -> None:
     """compose's `${REPLICATE_API_TOKEN:-}` must not become an empty token."""
-    line = one_line(run_cli("secret", REPLICATE_API_TOKEN=""))
+    line = one_line(run_receiver("secret", REPLICATE_API_TOKEN=""))
     assert "set REPLICATE_API_TOKEN to fetch the webhook secret" in line
 
 
 def test_generated_secrets_are_fresh_and_accepted(tmp_path: Path) -> None:
-    first, second = (run_cli("secret", "--generate") for _ in range(2))
+    first, second = (run_receiver("secret", "--generate") for _ in range(2))
     assert (first.returncode, second.returncode, first.stderr) == (0, 0, "")
     secret = first.stdout.strip()
     assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", secret)
@@ -157,7 +153,7 @@ def test_generated_secrets_are_fresh_and_accepted(tmp_path: Path) -> None:
     }
     with receiver_process(env, tmp_path / "receiver.log") as receiver:
         url = f"{receiver.url}/webhooks/replicate"
-        sent = run_cli("send-test", "--url", url, REPLICATE_WEBHOOK_SECRET=secret)
+        sent = run_receiver("send-test", "--url", url, REPLICATE_WEBHOOK_SECRET=secret)
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout.startswith('200 {"status":"accepted"')
 
@@ -172,7 +168,7 @@ def test_the_readme_documents_every_setting() -> None:
 def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = run_cli(
+        result = run_receiver(
             "serve",
             "--port",
             str(port),

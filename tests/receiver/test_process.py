@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,15 +16,11 @@ from localcog.polling import poll
 from localcog.postgres import scratch_database
 from receiver.db import make_engine
 from receiver.tables import deliveries, files, predictions
-from tests.support.commands import children_of, run_module
+from tests.support.commands import children_of, run_receiver
 from tests.support.live import LiveStandIn, StartReceiver
 from tests.support.loopback_http import FileServer
 from tests.support.receiving import SECRET, on_sqlite, prediction, signed
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_module("receiver", *args, env=env, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +55,7 @@ def test_refuses_to_start_with_one_clear_line(
 ) -> None:
     env.setdefault("RECEIVER_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
     env.setdefault("RECEIVER_OUTPUT_DIR", str(tmp_path / "out"))
-    result = run_cli("serve", "--port", "9", **env)
+    result = run_receiver("serve", "--port", "9", **env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -70,9 +65,11 @@ def test_refuses_to_start_with_one_clear_line(
 
 
 def test_secret_command_reads_the_default_secret(standin: LiveStandIn) -> None:
-    result = run_cli("secret", REPLICATE_API_TOKEN=STANDIN_TOKEN, REPLICATE_BASE_URL=standin.url)
+    result = run_receiver(
+        "secret", REPLICATE_API_TOKEN=STANDIN_TOKEN, REPLICATE_BASE_URL=standin.url
+    )
     assert (result.returncode, result.stdout.strip()) == (0, STANDIN_SECRET)
-    refused = run_cli("secret", REPLICATE_API_TOKEN="wrong", REPLICATE_BASE_URL=standin.url)
+    refused = run_receiver("secret", REPLICATE_API_TOKEN="wrong", REPLICATE_BASE_URL=standin.url)
     assert refused.returncode == 2
     assert len(refused.stderr.strip().splitlines()) == 1
 
@@ -87,7 +84,7 @@ def test_secret_fetched_at_start_and_send_test_delivers(
             "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
         }
     )
-    result = run_cli(
+    result = run_receiver(
         "send-test",
         "--url",
         f"{receiver.url}/webhooks/replicate",
@@ -95,7 +92,7 @@ def test_secret_fetched_at_start_and_send_test_delivers(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('200 {"status":"accepted"')
-    wrong = run_cli(
+    wrong = run_receiver(
         "send-test", "--url", f"{receiver.url}/webhooks/replicate", REPLICATE_WEBHOOK_SECRET=SECRET
     )
     assert wrong.returncode == 1

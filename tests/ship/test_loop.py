@@ -23,7 +23,7 @@ from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV, run_make, run_module
 from tests.support.openapi_contract import validate
 from tests.support.receiving import READ_TOKEN
-from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN, standin_env
 
 T = TypeVar("T")
 
@@ -45,23 +45,19 @@ def released(local: StandIn) -> Iterator[None]:
         local.release_completions()
 
 
-def api_env(standin: StandIn) -> dict[str, str]:
-    return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": standin.base_url}
-
-
 def script(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return run_module(f"ship.{name}", env=env)
 
 
-Collector = Callable[..., ReceiverProcess]
+StartCollector = Callable[..., ReceiverProcess]
 
 
 @pytest.fixture
-def collector(local: StandIn, tmp_path: Path) -> Iterator[Collector]:
+def collector(local: StandIn, tmp_path: Path) -> Iterator[StartCollector]:
     """Start receiver processes on one SQLite store, configured for the stand-in."""
     env = {
         **CLEAN_ENV,
-        **api_env(local),  # the secret is fetched from the stand-in at start
+        **standin_env(local.base_url),  # the secret is fetched from the stand-in at start
         "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
         "RECEIVER_API_TOKEN": READ_TOKEN,
         "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
@@ -103,7 +99,12 @@ def state_with_status(
 def deployed(standin: StandIn, name: str) -> str:
     """Deploy MODEL as `local/<name>` through the deploy script; return its owner/name."""
     deployment = f"local/{name}"
-    env = {**api_env(standin), "MODEL": MODEL, "DEPLOYMENT": deployment, "HARDWARE": "cpu"}
+    env = {
+        **standin_env(standin.base_url),
+        "MODEL": MODEL,
+        "DEPLOYMENT": deployment,
+        "HARDWARE": "cpu",
+    }
     result = script("deploy", env)
     assert result.returncode == 0, result.stderr
     return deployment
@@ -118,7 +119,12 @@ def predict(standin: StandIn, deployment: str, webhook: str, **input: Any) -> st
 
 
 def test_deploy_creates_then_updates_and_never_duplicates(local: StandIn) -> None:
-    env = {**api_env(local), "MODEL": MODEL, "DEPLOYMENT": "local/twice", "HARDWARE": "cpu"}
+    env = {
+        **standin_env(local.base_url),
+        "MODEL": MODEL,
+        "DEPLOYMENT": "local/twice",
+        "HARDWARE": "cpu",
+    }
     first = script("deploy", env)
     again = script("deploy", env)
     bigger = script("deploy", {**env, "MAX_INSTANCES": "3"})
@@ -133,11 +139,11 @@ def test_deploy_creates_then_updates_and_never_duplicates(local: StandIn) -> Non
 
 
 def test_smoke_collects_the_prediction_through_the_receiver(
-    local: StandIn, collector: Collector
+    local: StandIn, collector: StartCollector
 ) -> None:
     receiver = collector()
     deployment = deployed(local, "smoke")
-    env = {**api_env(local), "DEPLOYMENT": deployment, "RECEIVER_URL": receiver.url}
+    env = {**standin_env(local.base_url), "DEPLOYMENT": deployment, "RECEIVER_URL": receiver.url}
     result = script("smoke", {**env, "RECEIVER_API_TOKEN": READ_TOKEN})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("smoke: ok, prediction ")
@@ -150,7 +156,7 @@ def test_smoke_collects_the_prediction_through_the_receiver(
 
 
 def test_receiver_back_within_the_retry_window_still_collects(
-    local: StandIn, collector: Collector
+    local: StandIn, collector: StartCollector
 ) -> None:
     deployment = deployed(local, "retry")
     port = free_port()  # nothing listens there yet
@@ -170,7 +176,7 @@ def test_receiver_back_within_the_retry_window_still_collects(
 
 
 def test_receiver_down_past_the_retries_is_caught_up_by_reconciliation(
-    local: StandIn, collector: Collector
+    local: StandIn, collector: StartCollector
 ) -> None:
     deployment = deployed(local, "reconcile")
     receiver = collector()
@@ -195,7 +201,7 @@ def test_receiver_down_past_the_retries_is_caught_up_by_reconciliation(
 
 
 def test_npy_output_file_is_fetched_from_the_standin_and_served(
-    local: StandIn, collector: Collector
+    local: StandIn, collector: StartCollector
 ) -> None:
     receiver = collector()
     deployment = deployed(local, "files")
@@ -219,7 +225,7 @@ def test_npy_output_file_is_fetched_from_the_standin_and_served(
     assert np.load(io.BytesIO(served.content)).shape == (2, 384)
 
 
-def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: Collector) -> None:
+def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: StartCollector) -> None:
     receiver = collector()
     deployment = deployed(local, "cancel")
     webhook = f"{receiver.url}/webhooks/replicate"
@@ -234,11 +240,13 @@ def test_a_queued_prediction_can_be_canceled(local: StandIn, collector: Collecto
     assert local.predictions[queued]["status"] == "canceled"
 
 
-def test_make_deploy_and_smoke_run_the_same_scripts(local: StandIn, collector: Collector) -> None:
+def test_make_deploy_and_smoke_run_the_same_scripts(
+    local: StandIn, collector: StartCollector
+) -> None:
     receiver = collector()
     env = {
         **CLEAN_ENV,
-        **api_env(local),
+        **standin_env(local.base_url),
         "MODEL": MODEL,
         "DEPLOYMENT": "local/make",
         "HARDWARE": "cpu",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,10 +15,10 @@ from replicate.exceptions import ReplicateError
 
 from ship.api import ShipError, raw_prediction, with_backoff
 from ship.push import pushed_version
-from standin.local import MODEL, SCHEMA
+from standin.local import MODEL
 from tests.support.commands import run_module
 from tests.support.live import LiveStandIn
-from tests.support.standin import STANDIN_TOKEN
+from tests.support.standin import STANDIN_TOKEN, standin_env
 
 VERSION = "a" * 64
 
@@ -36,11 +37,10 @@ def one_line_failure(result: subprocess.CompletedProcess[str], prog: str, words:
 
 
 @pytest.fixture
-def api_env(standin: LiveStandIn, schema_file: Any) -> dict[str, str]:
-    url = standin.url
-    memory = standin.memory
-    memory.add_version(MODEL, json.loads(SCHEMA.read_text()))
-    return {"REPLICATE_API_TOKEN": STANDIN_TOKEN, "REPLICATE_BASE_URL": url}
+def registered_env(standin: LiveStandIn, schema_file: Path) -> dict[str, str]:
+    """The stand-in's environment, with MODEL's version registered from the Cog schema."""
+    standin.memory.add_version(MODEL, json.loads(schema_file.read_text()))
+    return standin_env(standin.url)
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,8 @@ def test_missing_settings(name: str, env: dict[str, str], words: str) -> None:
     one_line_failure(run(name, env), name, words)
 
 
-def test_deploy_failures_are_one_line(api_env: dict[str, str]) -> None:
-    base = {**api_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}
+def test_deploy_failures_are_one_line(registered_env: dict[str, str]) -> None:
+    base = {**registered_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}
     one_line_failure(
         run("deploy", {**base, "MODEL": "local/nothing"}),
         "deploy",
@@ -80,14 +80,16 @@ def test_deploy_failures_are_one_line(api_env: dict[str, str]) -> None:
     )
 
 
-def test_smoke_failures_are_one_line(api_env: dict[str, str]) -> None:
-    base = {**api_env, "RECEIVER_URL": "http://127.0.0.1:9", "RECEIVER_API_TOKEN": "t"}
+def test_smoke_failures_are_one_line(registered_env: dict[str, str]) -> None:
+    base = {**registered_env, "RECEIVER_URL": "http://127.0.0.1:9", "RECEIVER_API_TOKEN": "t"}
     one_line_failure(
         run("smoke", {**base, "DEPLOYMENT": "local/none"}),
         "smoke",
         "create a prediction on local/none: Replicate answered 404",
     )
-    assert run("deploy", {**api_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}).returncode == 0
+    assert (
+        run("deploy", {**registered_env, "MODEL": MODEL, "DEPLOYMENT": "local/x"}).returncode == 0
+    )
     # The stand-in here runs no model: the prediction never completes, the deadline ends it.
     one_line_failure(
         run("smoke", {**base, "DEPLOYMENT": "local/x", "SMOKE_TIMEOUT": "1"}),
@@ -161,9 +163,11 @@ def test_push_without_the_image_digest_fails_in_one_line(line: str) -> None:
     assert "\n" not in str(error.value)
 
 
-def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: LiveStandIn) -> None:
+def test_post_is_retried_on_429_with_backoff(
+    registered_env: dict[str, str], standin: LiveStandIn
+) -> None:
     memory = standin.memory
-    api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
+    api = Client(api_token=STANDIN_TOKEN, base_url=registered_env["REPLICATE_BASE_URL"])
     version = memory.versions[MODEL][0]["id"]
     memory.throttled = 2
     slept: list[float] = []
@@ -191,9 +195,9 @@ def test_post_is_retried_on_429_with_backoff(api_env: dict[str, str], standin: L
 
 
 def test_aborted_predictions_are_read_as_raw_json(
-    api_env: dict[str, str], standin: LiveStandIn
+    registered_env: dict[str, str], standin: LiveStandIn
 ) -> None:
     memory = standin.memory
     memory.put("gone", "aborted")
-    api = Client(api_token=STANDIN_TOKEN, base_url=api_env["REPLICATE_BASE_URL"])
+    api = Client(api_token=STANDIN_TOKEN, base_url=registered_env["REPLICATE_BASE_URL"])
     assert raw_prediction(api, "gone")["status"] == "aborted"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
-from standin.local import MODEL, SCHEMA
+from standin.local import MODEL
 from standin.memory import StandIn
 from tests.support.live import LiveStandIn
 from tests.support.loopback_http import WebhookSink
@@ -71,8 +72,8 @@ class RegisteredModel:
 
 
 @pytest.fixture
-def registered(standin: LiveStandIn, schema_file: Any) -> RegisteredModel:
-    version = standin.memory.add_version(MODEL, json.loads(SCHEMA.read_text()))
+def registered(standin: LiveStandIn, schema_file: Path) -> RegisteredModel:
+    version = standin.memory.add_version(MODEL, json.loads(schema_file.read_text()))
     return RegisteredModel(url=standin.url, memory=standin.memory, version=version)
 
 

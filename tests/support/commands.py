@@ -27,6 +27,11 @@ def run_module(
     )
 
 
+def run_receiver(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m receiver ARGS` with `env` on top of the clean environment."""
+    return run_module("receiver", *args, env=env, timeout=60)
+
+
 def run_make(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,75 @@
+"""The delivery statements sent straight to the driver: the right columns, and driver errors
+that reach the writer process as SQLAlchemy's classes, so it still tells a store that is down
+from a bad delivery."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DataError
+
+from localcog.postgres import scratch_database
+from receiver.db import make_engine, migrate
+from receiver.ingest_sql import DELIVERY_COLUMNS, PREDICTION_COLUMNS, UPDATED_COLUMNS, run
+from receiver.store import Delivery, Store
+from receiver.tables import deliveries, predictions
+from receiver.writer_process import Recorder
+from tests.support.receiving import prediction
+
+WAIT = 0.5  # seconds a statement may wait for a lock in these tests
+
+
+def test_the_columns_are_the_tables_own() -> None:
+    assert tuple(deliveries.c.keys()) == DELIVERY_COLUMNS
+    assert set(PREDICTION_COLUMNS) <= set(predictions.c.keys())
+    assert set(UPDATED_COLUMNS) <= set(PREDICTION_COLUMNS) - {"id", "created_at"}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Engine:
+    made = make_engine(database_url, wait_seconds=WAIT)
+    migrate(made)
+    return made
+
+
+def hold_write_lock(conn: Connection) -> None:
+    """Take what the writer needs, in a transaction left open by the caller: on SQLite, the
+    write lock every writing transaction takes first (BEGIN IMMEDIATE, see receiver.db)."""
+    conn.begin()
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE"))
+
+
+def test_a_held_lock_fails_the_batch_once_not_each_delivery(engine: Engine) -> None:
+    """A lock timeout is the store failing, not a delivery: were it raised as the driver's own
+    error, the writer would retry the batch one delivery at a time, each after its own wait."""
+    batch = [
+        (seq, Delivery(f"msg_{seq}", prediction(f"p{seq}", "starting"), 1.0)) for seq in (1, 2, 3)
+    ]
+    recorder = Recorder(Store(engine, []))
+    with engine.connect() as holder:
+        hold_write_lock(holder)
+        started = time.monotonic()
+        answers = recorder.record_deliveries(batch)
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    recorder.close()
+    engine.dispose()
+    assert [(seq, outcome) for seq, outcome, _ in answers] == [(1, None), (2, None), (3, None)]
+    assert all(error for _, _, error in answers)
+    assert elapsed < 2 * WAIT + 1  # one wait for the batch, not four
+
+
+def test_a_value_the_column_refuses_is_sqlalchemys_data_error() -> None:
+    """PostgreSQL refuses an id over its column's 255 characters (SQLite keeps it)."""
+    with scratch_database() as url:
+        engine = make_engine(url)
+        migrate(engine)
+        row = ("msg_1", "x" * 300, "starting", "webhook", 1.0)
+        sql = "INSERT INTO deliveries (webhook_id, prediction_id, status, source, received_at)"
+        sql += " VALUES (%s, %s, %s, %s, %s)"
+        with engine.connect() as conn, pytest.raises(DataError, match="value too long"):
+            run(conn, sql, row)
+        engine.dispose()
