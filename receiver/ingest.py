@@ -1,7 +1,7 @@
-"""Ingest: record each verified delivery exactly once, merged into its prediction's state.
+"""Ingest: record each verified delivery exactly once, merged into its prediction's body.
 
 `Ingest.record_batch` is the exactly-once step: the delivery row's primary key (the webhook-id)
-decides whether a delivery is new, and the merged prediction state, the delivery and any
+decides whether a delivery is new, and the merged prediction body, the delivery and any
 download jobs are committed in one transaction before the sender is acknowledged.
 """
 
@@ -43,19 +43,19 @@ class Delivery:
 
     def delivery_row(self) -> tuple[str, str, str, str, float]:
         """The values of its `deliveries` row, in `DELIVERY_COLUMNS` order."""
-        status = str(self.body.get("status", ""))
+        status = self.body.get("status", "")
         return (self.webhook_id, self.prediction_id, status, self.source, self.received_at)
 
 
 @dataclass
 class PredictionChange:
-    """What one batch does to one prediction: its stored state, then each delivery merged in."""
+    """What one batch does to one prediction: its stored body, then each delivery merged in."""
 
     prediction_id: str
     first_seen: float  # its first delivery in the batch: created_at, should the row be new
-    last_seen: float  # its last delivery in the batch: updated_at, should the state change
+    last_seen: float  # its last delivery in the batch: updated_at, should the body change
     was_terminal: bool
-    body: dict[str, Any] | None  # the prediction as stored (its `predictions.body`)
+    body: dict[str, Any] | None  # as stored (`predictions.body`), then as merged so far
     changed: bool = False
     # The delivery whose body is kept as is: its original bytes are stored, not re-encoded.
     origin: Delivery | None = None
@@ -81,7 +81,7 @@ class PredictionChange:
         """The values of its `predictions` row, in `PREDICTION_COLUMNS` order."""
         body = self.body or {}
         text = self.origin.text() if self.origin else orjson.dumps(body).decode()
-        status = str(body.get("status", ""))
+        status = body.get("status", "")
         terminal = rules.is_terminal(body)
         return (self.prediction_id, status, terminal, text, self.first_seen, self.last_seen)
 
@@ -108,6 +108,8 @@ class Ingest:
         drops replays), make sure each prediction has a row, lock those rows in id order (no
         deadlocks between processes), merge in Python, write back, queue output files.
         """
+        if not batch:
+            return []
         if len(batch) > MAX_BATCH:
             raise ValueError(f"{len(batch)} deliveries in one batch; at most {MAX_BATCH}")
         first: dict[str, int] = {}
@@ -151,10 +153,10 @@ class Ingest:
         for d in applied:
             first_seen.setdefault(d.prediction_id, d.received_at)
         ids = sorted(first_seen)
-        placeholders = [(pid, "", False, "null", first_seen[pid], first_seen[pid]) for pid in ids]
+        new_rows = [(pid, "", False, "null", first_seen[pid], first_seen[pid]) for pid in ids]
         sql = self.sql.claim_predictions(len(ids))
-        changes = {}
-        for pid, body, terminal in run(conn, sql, _flat(placeholders)):
+        changes: dict[str, PredictionChange] = {}
+        for pid, body, terminal in run(conn, sql, _flat(new_rows)):
             changes[pid] = PredictionChange(
                 prediction_id=pid,
                 first_seen=first_seen[pid],
@@ -162,12 +164,15 @@ class Ingest:
                 was_terminal=bool(terminal),  # SQLite returns 0 or 1
                 body=orjson.loads(body),
             )
-        return {pid: changes[pid] for pid in ids}
+        return {pid: changes[pid] for pid in ids}  # RETURNING promises no order
 
     def _add_deliveries(self, conn: Connection, fresh: list[Delivery]) -> set[str]:
-        """Insert the deliveries; the webhook-ids that were new (the others are replays)."""
+        """Insert the deliveries; the webhook-ids that were new (the others are replays). In
+        webhook-id order, as rows are claimed: two writers inserting the same ids wait on each
+        other in one order, never in a cycle."""
         sql = self.sql.add_deliveries(len(fresh))
-        rows = run(conn, sql, _flat(d.delivery_row() for d in fresh))
+        ordered = sorted(fresh, key=lambda d: d.webhook_id)
+        rows = run(conn, sql, _flat(d.delivery_row() for d in ordered))
         return {webhook_id for (webhook_id,) in rows}
 
 

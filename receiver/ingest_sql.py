@@ -43,13 +43,13 @@ class IngestSql:
 
     def claim_predictions(self, rows: int) -> str:
         """Create-or-lock in one statement: a new prediction gets the placeholder row given, an
-        existing one is locked (the no-op update) and its current state returned."""
+        existing one is locked (the no-op update) and its current body returned."""
         values = _insert("predictions", PREDICTION_COLUMNS, rows, self.placeholder)
         locked = "ON CONFLICT (id) DO UPDATE SET id = excluded.id"
         return f"{values} {locked} RETURNING id, body, terminal"
 
     def write_predictions(self, rows: int) -> str:
-        """Write merged states back to rows that all exist: one multi-row statement."""
+        """Write merged bodies back to rows that all exist: one multi-row statement."""
         values = _insert("predictions", PREDICTION_COLUMNS, rows, self.placeholder)
         updates = ", ".join(f"{column} = excluded.{column}" for column in UPDATED_COLUMNS)
         return f"{values} ON CONFLICT (id) DO UPDATE SET {updates}"
@@ -60,16 +60,31 @@ def run(conn: Connection, sql: str, params: Sequence[object]) -> list[tuple[Any,
     A driver error is raised as SQLAlchemy's class for it, as `conn.execute` would raise it
     (the writer process tells a store that is down from a bad delivery by that class)."""
     dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.cursor()
+    driver_connection = conn.connection.dbapi_connection
+    cursor = None
     try:
+        cursor = conn.connection.cursor()
         cursor.execute(sql, params)
         if cursor.description is None:  # a statement without RETURNING
             return []
         return [tuple(row) for row in cursor.fetchall()]
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=conn.dialect) from exc
+        # A lost connection is invalidated, as SQLAlchemy does for its own statements: the
+        # rollback that follows then skips it instead of replacing this error with its own.
+        gone = conn.dialect.is_disconnect(exc, driver_connection, cursor)
+        if gone:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dbapi.Error,
+            connection_invalidated=gone,
+            dialect=conn.dialect,
+        ) from exc
     finally:
-        cursor.close()
+        if cursor is not None:
+            cursor.close()
 
 
 def _insert(table: str, columns: tuple[str, ...], rows: int, placeholder: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, update
 
 from receiver.db import DEFAULT_WAIT_SECONDS, make_engine, reading
 from receiver.file_queue import FileQueue, Job, Settlement, StoredFile, Turn
-from receiver.ingest import Delivery, Ingest, Outcome
+from receiver.ingest import MAX_BATCH, Delivery, Ingest, Outcome
 from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
 from receiver.tables import heartbeat
@@ -26,6 +26,7 @@ from receiver.tables import heartbeat
 DEFAULT_MAX_FILES = 200_000
 
 __all__ = [
+    "MAX_BATCH",
     "Delivery",
     "Job",
     "Outcome",

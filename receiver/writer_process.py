@@ -4,9 +4,10 @@
 process. It reads frames on stdin (first the store's configuration, then deliveries) and
 answers on stdout, one frame per transaction: the wire format is in `receiver.frames`.
 
-Why a process and not a thread: the database work of a batch is mostly Python (SQLAlchemy,
-merging), and in a thread it holds the GIL the event loop needs, so the two stall each other.
-Measured with `make bench-receiver`: about 1.5 times the throughput of the same writer in a thread.
+Why a process and not a thread: a batch's work is Python as well as the database's (parsing,
+merging, binding), and in a thread it holds the GIL the event loop needs, so the two stall each
+other. Measured with `make bench-receiver` (with SQLAlchemy Core statements then): about 1.5
+times the throughput of the same writer in a thread.
 
 Group commit: everything that has arrived while the last transaction ran is the next batch, so
 one fsync covers many deliveries. A batch that fails is retried one delivery at a time, so one
@@ -26,8 +27,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from receiver.frames import Answer, Frames, answers_frame, parse_request
-from receiver.ingest import MAX_BATCH
-from receiver.store import Delivery, Store, StoreConfig
+from receiver.store import MAX_BATCH, Delivery, Store, StoreConfig
 
 log = logging.getLogger("receiver")
 

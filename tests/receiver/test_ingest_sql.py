@@ -7,12 +7,18 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.exc import DataError
 
 from localcog.postgres import scratch_database
 from receiver.db import make_engine, migrate
-from receiver.ingest_sql import DELIVERY_COLUMNS, PREDICTION_COLUMNS, UPDATED_COLUMNS, run
+from receiver.ingest_sql import (
+    DELIVERY_COLUMNS,
+    PREDICTION_COLUMNS,
+    UPDATED_COLUMNS,
+    IngestSql,
+    run,
+)
 from receiver.store import Delivery, Store
 from receiver.tables import deliveries, predictions
 from receiver.writer_process import Recorder
@@ -42,7 +48,47 @@ def hold_write_lock(conn: Connection) -> None:
         conn.execute(text("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE"))
 
 
-def test_a_held_lock_fails_the_batch_once_not_each_delivery(engine: Engine) -> None:
+def test_a_batch_is_recorded_exactly_once_in_one_transaction(engine: Engine) -> None:
+    """Every statement of the batch, with what each must keep: a replay inside the batch and in
+    a later one is a duplicate, a late event does not move a terminal prediction back, a row's
+    created_at is its first delivery's, and a prediction that becomes terminal queues its file."""
+    store = Store(engine, ["replicate.delivery"])
+    output = ["https://replicate.delivery/x/out.npy"]
+    first = [
+        Delivery("msg_a", prediction("p1", "starting"), 1.0),
+        Delivery("msg_b", prediction("p1", "succeeded", output=output), 2.0),
+        Delivery("msg_a", prediction("p1", "starting"), 3.0),
+        Delivery("msg_c", prediction("p2", "processing"), 4.0),
+    ]
+    second = [
+        Delivery("msg_b", prediction("p1", "succeeded", output=output), 5.0),
+        Delivery("msg_d", prediction("p1", "processing"), 6.0),
+        Delivery("msg_e", prediction("p2", "succeeded"), 7.0),
+    ]
+    with engine.connect() as conn:
+        assert store.record_batch(first, conn) == ["accepted", "accepted", "duplicate", "accepted"]
+        assert store.record_batch(second, conn) == ["duplicate", "accepted", "accepted"]
+        rows = conn.execute(
+            select(predictions.c.id, predictions.c.status, predictions.c.terminal)
+            .add_columns(predictions.c.created_at, predictions.c.updated_at)
+            .order_by(predictions.c.id)
+        ).all()
+        kept = conn.execute(select(deliveries.c.webhook_id).order_by(deliveries.c.webhook_id))
+        webhook_ids = list(kept.scalars())
+    engine.dispose()
+    assert [tuple(row) for row in rows] == [
+        ("p1", "succeeded", True, 1.0, 2.0),  # the late processing event changed nothing
+        ("p2", "succeeded", True, 4.0, 7.0),
+    ]
+    assert webhook_ids == ["msg_a", "msg_b", "msg_c", "msg_d", "msg_e"]
+    assert [(f["url"], f["state"]) for f in store.prediction("p1")["files"]] == [
+        (output[0], "queued")
+    ]
+
+
+def test_a_held_lock_fails_the_batch_once_not_each_delivery(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     """A lock timeout is the store failing, not a delivery: were it raised as the driver's own
     error, the writer would retry the batch one delivery at a time, each after its own wait."""
     batch = [
@@ -60,6 +106,7 @@ def test_a_held_lock_fails_the_batch_once_not_each_delivery(engine: Engine) -> N
     assert [(seq, outcome) for seq, outcome, _ in answers] == [(1, None), (2, None), (3, None)]
     assert all(error for _, _, error in answers)
     assert elapsed < 2 * WAIT + 1  # one wait for the batch, not four
+    assert "writing one at a time" not in caplog.text
 
 
 def test_a_value_the_column_refuses_is_sqlalchemys_data_error() -> None:
@@ -68,8 +115,7 @@ def test_a_value_the_column_refuses_is_sqlalchemys_data_error() -> None:
         engine = make_engine(url)
         migrate(engine)
         row = ("msg_1", "x" * 300, "starting", "webhook", 1.0)
-        sql = "INSERT INTO deliveries (webhook_id, prediction_id, status, source, received_at)"
-        sql += " VALUES (%s, %s, %s, %s, %s)"
+        sql = IngestSql.for_engine(engine).add_deliveries(1)
         with engine.connect() as conn, pytest.raises(DataError, match="value too long"):
             run(conn, sql, row)
         engine.dispose()
