@@ -3,7 +3,8 @@ loopback file server while webhooks keep coming.
 
 One receiver process (with its writer and download processes) serves the whole run. Its
 webhook figures without a backlog are the baseline, measured on the same process just before
-the backlog is queued; the same loads then run during the drain. The drain rate is reported
+the backlog is queued; the same loads then run during the drain (saturation in rounds, the
+median reported, then the fixed rate). The drain rate is reported
 over the whole backlog and over the part with no webhook load, from the store's own count.
 """
 
@@ -40,13 +41,27 @@ def done_files(engine: Engine) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-def webhooks(port: int, count: int, rate: float) -> tuple[LoadResult, LoadResult]:
+@dataclass(frozen=True)
+class Webhooks:
+    """The webhook loads of one phase: saturation rounds (keep-alive), then the fixed rate."""
 
+    rounds: list[LoadResult]
+    fixed: LoadResult
+
+    @property
+    def kept(self) -> LoadResult:
+        """The median round: a single round on this machine varies by a fifth."""
+        return sorted(self.rounds, key=lambda result: result.rate)[len(self.rounds) // 2]
+
+
+def webhooks(port: int, count: int, rate: float, rounds: int) -> Webhooks:
     host = f"127.0.0.1:{port}"
-    requests, _ = signed_deliveries(count, host)
-    kept = saturate(port, requests)
+    results = []
+    for _ in range(rounds):
+        requests, _ = signed_deliveries(count, host)
+        results.append(saturate(port, requests))
     fixed_requests, _ = signed_deliveries(int(rate * 10), host)
-    return kept, paced(port, fixed_requests, rate)
+    return Webhooks(results, paced(port, fixed_requests, rate))
 
 
 def drain(store: str, database_url: str, args: argparse.Namespace, workdir: Path) -> None:
@@ -71,8 +86,8 @@ def drain(store: str, database_url: str, args: argparse.Namespace, workdir: Path
     receiver = serve(command, env, port, workdir / f"backlog-{store}.log")
     engine = make_engine(database_url)
     try:
-        webhooks(port, 200, args.rate)  # warm-up
-        before = webhooks(port, args.deliveries, args.rate)
+        webhooks(port, args.deliveries, args.rate, 1)  # warm-up
+        before = webhooks(port, args.deliveries, args.rate, args.rounds)
         body = backlog_body(args.files, f"http://127.0.0.1:{file_port}")
         headers = signed_headers(decode_secret(SECRET), "msg_backlog", str(int(time.time())), body)
         queued_at = time.perf_counter()
@@ -83,7 +98,7 @@ def drain(store: str, database_url: str, args: argparse.Namespace, workdir: Path
             timeout=300,
         )
         response.raise_for_status()
-        during = webhooks(port, args.deliveries, args.rate)
+        during = webhooks(port, args.deliveries, args.rate, args.rounds)
         quiet_from = time.perf_counter()
         quiet_done = done_files(engine)  # also what was drained while the webhooks ran
         poll(
@@ -121,12 +136,12 @@ class DrainRates:
 def report(
     store: str,
     args: argparse.Namespace,
-    before: tuple[LoadResult, LoadResult],
-    during: tuple[LoadResult, LoadResult],
+    before: Webhooks,
+    during: Webhooks,
     rates: DrainRates,
 ) -> None:
-    kept_before, fixed_before = before
-    kept_during, fixed_during = during
+    kept_before = before.kept
+    kept_during = during.kept
     print(
         f"[backlog/{store}] {args.files} files queued by one delivery, served on loopback; "
         "webhooks on the same receiver process before and during the drain"
@@ -134,8 +149,13 @@ def report(
     print(
         f"  webhooks  {kept_before.rate:6.0f}/s without a backlog, {kept_during.rate:6.0f}/s "
         f"during the drain: {kept_during.rate / kept_before.rate:.2f}x (goal >= 0.8x); "
-        f"at {args.rate:.0f}/s p99 {fixed_before.percentile_ms(0.99):.2f} ms vs "
-        f"{fixed_during.percentile_ms(0.99):.2f} ms"
+        f"at {args.rate:.0f}/s p99 {before.fixed.percentile_ms(0.99):.2f} ms vs "
+        f"{during.fixed.percentile_ms(0.99):.2f} ms"
+    )
+    print(
+        f"            medians of {args.rounds} rounds of {args.deliveries}: without "
+        f"{', '.join(f'{r.rate:.0f}' for r in before.rounds)}; during "
+        f"{', '.join(f'{r.rate:.0f}' for r in during.rounds)}"
     )
     print(
         f"  drain     {args.files} files in {rates.seconds:.0f} s: {rates.overall:.0f}/s overall; "

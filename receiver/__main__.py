@@ -116,6 +116,7 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
     from receiver.app import create_app
     from receiver.connections import with_header_deadline
     from receiver.runtime import background_workers, open_store
+    from receiver.yielding import Arrivals
 
     settings = load_settings()
     if forwarded_allow_ips is not None:  # the flag wins over RECEIVER_FORWARDED_ALLOW_IPS
@@ -133,7 +134,9 @@ def serve(host: str, port: int, access_log: bool, forwarded_allow_ips: str | Non
         url = masked(settings.receiver_database_url)
         fail(f"store {url} unavailable: {short_reason(exc)}")
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    app = create_app(settings, signing, store, workers=background_workers(store, settings))
+    arrivals = Arrivals()
+    workers = background_workers(store, settings, arrivals)
+    app = create_app(settings, signing, store, workers=workers, arrivals=arrivals)
     trusted = settings.receiver_forwarded_allow_ips
     # uvicorn's default trusts X-Forwarded-For from 127.0.0.1: any local process could then
     # claim any address. Off unless the proxy's address is given.

@@ -25,6 +25,7 @@ from receiver.settings import Settings
 from receiver.store import Store
 from receiver.workers import Worker
 from receiver.writer import StoreError, Writer
+from receiver.yielding import Arrivals
 
 log = logging.getLogger("receiver")
 
@@ -36,6 +37,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     workers: list[Worker] | None = None,
     refusals: RefusalLog | None = None,
+    arrivals: Arrivals | None = None,
 ) -> FastAPI:
     context = AppContext(
         settings=settings,
@@ -45,6 +47,7 @@ def create_app(
         metrics=Metrics(store.queue_depth),
         refusals=refusals or RefusalLog(log),
         budget=ByteBudget(settings.receiver_max_bytes_in_flight),
+        arrivals=arrivals or Arrivals(),
         clock=clock,
     )
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.

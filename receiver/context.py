@@ -19,6 +19,7 @@ from receiver.refusals import RefusalLog
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.writer import Writer
+from receiver.yielding import Arrivals
 
 
 class RefusedError(Exception):
@@ -40,6 +41,7 @@ class AppContext:
     metrics: Metrics
     refusals: RefusalLog
     budget: ByteBudget
+    arrivals: Arrivals  # webhooks counted for the download worker, which yields to them
     clock: Callable[[], float]
 
 

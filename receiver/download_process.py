@@ -2,7 +2,8 @@
 
 `python -m receiver.download_process` is started by `receiver.workers.ChildWorker`, one per
 receiver process. Its first line on stdin is its configuration (the download settings and the
-store, as JSON); it then runs `Downloader` turns until stdin closes (its receiver stopped, or
+store, as JSON); each later line is how many webhooks reached the receiver lately
+(`receiver.yielding`). It runs `Downloader` turns until stdin closes (its receiver stopped, or
 died: the pipe closes either way) or it gets SIGTERM, and records how its last downloads ended.
 
 Why a process: fetching hundreds of files a second is Python work, and in a thread of the
@@ -23,6 +24,7 @@ from typing import Any
 from receiver.downloads import Downloader
 from receiver.settings import Settings
 from receiver.store import Store, StoreConfig
+from receiver.yielding import Pace
 
 log = logging.getLogger("receiver")
 NICENESS = 10  # on Linux's scheduler, about a tenth of a core's share against a busy receiver
@@ -35,6 +37,7 @@ SETTINGS = {
     "receiver_download_max_bytes",
     "receiver_download_timeout_seconds",
     "receiver_download_concurrency",
+    "receiver_download_yield_above",
     "receiver_max_files_per_prediction",
     "receiver_worker_poll_seconds",
 }
@@ -45,14 +48,14 @@ def configuration(settings: Settings) -> bytes:
     return settings.model_dump_json(include=SETTINGS).encode() + b"\n"
 
 
-def run(settings: Settings, stop: threading.Event) -> None:
+def run(settings: Settings, stop: threading.Event, pace: Pace) -> None:
     config = StoreConfig(
         settings.receiver_database_url,
         settings.receiver_download_hosts,
         settings.receiver_store_timeout_seconds,
         settings.receiver_max_files_per_prediction,
     )
-    downloader = Downloader(Store.open(config), settings)
+    downloader = Downloader(Store.open(config), settings, yielding=pace.yielding)
     try:
         while not stop.is_set():
             try:
@@ -72,18 +75,20 @@ def main() -> None:
         os.nice(NICENESS)
     settings = Settings.model_validate_json(sys.stdin.buffer.readline())
     stop = threading.Event()
+    pace = Pace(settings.receiver_download_yield_above)
 
-    def stop_on_eof() -> None:
-        sys.stdin.buffer.read()  # returns when the receiver closes the pipe, or dies
-        stop.set()
+    def listen() -> None:
+        for line in sys.stdin.buffer:  # how many webhooks reached the receiver lately
+            pace.heard(line)
+        stop.set()  # the receiver closed the pipe, or died
 
     def stop_on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, stop_on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C reaches the receiver, which stops us
-    threading.Thread(target=stop_on_eof, daemon=True).start()
-    run(settings, stop)
+    threading.Thread(target=listen, daemon=True).start()
+    run(settings, stop, pace)
     logging.shutdown()
     # Downloads still running were given back to the queue: do not wait for their threads.
     os._exit(0)

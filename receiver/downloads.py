@@ -31,6 +31,10 @@ from receiver.store import Job, Settlement, Store, StoredFile, Turn
 
 LEASE_SECONDS = 30.0  # a claimed job is this worker's for this long, renewed while it runs
 RENEW_EVERY = LEASE_SECONDS / 3
+# While webhooks are busy (`receiver.yielding`): four downloads at once and ten turns a second
+# at most, so at most 40 files a second; a turn's transaction costs more CPU than a small file.
+YIELD_SLOTS = 4
+YIELD_TURN_SECONDS = 0.1
 SETTLE_WINDOW = 0.05  # seconds a turn waits for running downloads: finished ones settle together
 # A live download writes its partial file at least once per read timeout (60 s, after a 10 s
 # connect); one untouched for five minutes belongs to a worker that died.
@@ -46,11 +50,16 @@ class Downloader:
     """A download worker's turns; `step` is one. `clock` is the queue's time (tests move it)."""
 
     def __init__(
-        self, store: Store, settings: Settings, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        yielding: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.yielding = yielding  # True while webhooks are busy (`receiver.yielding`)
         self.slots = settings.receiver_download_concurrency
         self.limits = Limits(
             allow_list=AllowList(settings.receiver_download_hosts),
@@ -61,19 +70,24 @@ class Downloader:
         self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix="download")
         self.running: dict[Future[StoredFile], Job] = {}
         self.finished: list[Settlement] = []
-        self.renewed_at = self.clock()
+        self.housekept_at = -RENEW_EVERY  # the first turn keeps house: resume at once
 
     def step(self) -> bool:
         """Settle, renew and claim in one transaction, then give the running downloads up to
         SETTLE_WINDOW to finish. False when nothing is running and nothing was due."""
         now = self.clock()
+        started = time.monotonic()
+        housekeeping = self._housekeeping_due(now)
+        yielding = self.yielding()
+        slots = YIELD_SLOTS if yielding else self.slots
         turn = Turn(
             now=now,
             lease=LEASE_SECONDS,
             max_attempts=self.settings.receiver_download_max_attempts,
-            want=self.slots - len(self.running),
+            want=max(0, slots - len(self.running)),
             settled=self.finished,
-            renew=self._renewals(now),
+            renew=list(self.running.values()) if housekeeping else [],
+            reclaim=housekeeping,
         )
         claimed = self.store.download_turn(turn)
         self.finished = []
@@ -82,9 +96,12 @@ class Downloader:
             self.running[self.pool.submit(fetch, job, root, self.limits, self.client)] = job
         if not self.running:
             return False
-        done, _ = wait(self.running, timeout=SETTLE_WINDOW)
+        window = YIELD_TURN_SECONDS if yielding else SETTLE_WINDOW
+        done, _ = wait(self.running, timeout=window)
         for future in done:
             self.finished.append(self._settlement(self.running.pop(future), future))
+        if yielding:
+            time.sleep(max(0.0, YIELD_TURN_SECONDS - (time.monotonic() - started)))
         return True
 
     def close(self) -> None:
@@ -109,14 +126,14 @@ class Downloader:
         self.finished = []
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def _renewals(self, now: float) -> list[Job]:
-        """The running jobs' ids when their leases are due for renewal (and stale partial files
-        of dead workers swept at the same pace); otherwise none."""
-        if now - self.renewed_at < RENEW_EVERY:
-            return []
-        self.renewed_at = now
+    def _housekeeping_due(self, now: float) -> bool:
+        """Every RENEW_EVERY: renew the running jobs' leases, take over jobs whose lease ran
+        out, and sweep dead workers' partial files. True when this turn does it."""
+        if now - self.housekept_at < RENEW_EVERY:
+            return False
+        self.housekept_at = now
         remove_stale_partials(self.settings.receiver_output_dir)
-        return list(self.running.values())
+        return True
 
     def _settlement(self, job: Job, future: Future[StoredFile]) -> Settlement:
         """How this attempt ended. Any failure is an attempt; at the attempt limit, or when a

@@ -110,6 +110,7 @@ async def webhook(request: Request) -> Response:
     FastAPI would validate or inject, and skipping that machinery is a tenth of the
     receiver's throughput (make bench-receiver)."""
     ctx: AppContext = request.app.state.context
+    ctx.arrivals.arrived()
     started = time.perf_counter()
     try:
         answer = await _record(request, ctx)

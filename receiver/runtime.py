@@ -11,6 +11,7 @@ from receiver.reconcile import Reconciler
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.workers import ChildWorker, Periodic, Worker
+from receiver.yielding import Arrivals
 
 
 def open_store(settings: Settings) -> Store:
@@ -27,10 +28,14 @@ def open_store(settings: Settings) -> Store:
     )
 
 
-def background_workers(store: Store, settings: Settings) -> list[Worker]:
-    """The download worker (a process of its own), and the reconciler when there is an API
-    token to reconcile with."""
-    downloads = ChildWorker("downloads", "receiver.download_process", configuration(settings))
+def background_workers(
+    store: Store, settings: Settings, arrivals: Arrivals | None = None
+) -> list[Worker]:
+    """The download worker (a process of its own, told how many webhooks arrive when
+    `arrivals` counts them), and the reconciler when there is an API token to reconcile with."""
+    pulse = arrivals.pulse if arrivals is not None else None
+    config = configuration(settings)
+    downloads = ChildWorker("downloads", "receiver.download_process", config, pulse)
     workers: list[Worker] = [downloads]
     if settings.replicate_api_token is not None:
         reconciler = Reconciler(store, settings, partial(replicate_api.prediction, settings))

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     receiver_download_max_bytes: int = Field(64 << 20, ge=1)
     receiver_download_timeout_seconds: float = Field(300, gt=0)
     receiver_download_concurrency: int = Field(16, ge=1, le=256)
+    receiver_download_yield_above: float = Field(100, ge=0)  # webhooks/s; 0: never yield
     receiver_max_files_per_prediction: int = Field(DEFAULT_MAX_FILES, ge=1)
     receiver_reconcile_after_seconds: float = Field(120, gt=0)
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from receiver.yielding import TICK_SECONDS
+
 log = logging.getLogger("receiver")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # where `receiver` is importable from
 
@@ -58,10 +60,13 @@ class ChildWorker:
     line on stdin, and stdin stays open while we want it (it stops when the pipe closes, so it
     also stops when this process dies, SIGKILL included). Restarted if it exits on its own."""
 
-    def __init__(self, name: str, module: str, config: bytes) -> None:
+    def __init__(
+        self, name: str, module: str, config: bytes, pulse: Callable[[], bytes] | None = None
+    ) -> None:
         self.name = name
         self.module = module
         self.config = config
+        self.pulse = pulse  # a line for the child every TICK_SECONDS while it runs, if given
         self._stop = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()  # a stop never misses a child being started
@@ -93,14 +98,28 @@ class ChildWorker:
                     [sys.executable, "-m", self.module], stdin=subprocess.PIPE, env=child_env()
                 )
                 self._process = process
-            assert process.stdin is not None
-            with contextlib.suppress(OSError, ValueError):  # it died, or stop() closed it
-                process.stdin.write(self.config)
-                process.stdin.flush()
-            code = process.wait()
+            self._send(process, self.config)
+            code = self._tend(process)
             if not self._stop.is_set():
                 log.warning("%s process exited (%s); starting another in 1 s", self.name, code)
                 self._stop.wait(1)
+
+    def _tend(self, process: subprocess.Popen[bytes]) -> int:
+        """Wait for the child to exit, sending it a pulse every TICK_SECONDS meanwhile."""
+        if self.pulse is None:
+            return process.wait()
+        while True:
+            try:
+                return process.wait(timeout=TICK_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._send(process, self.pulse())
+
+    @staticmethod
+    def _send(process: subprocess.Popen[bytes], line: bytes) -> None:
+        assert process.stdin is not None
+        with contextlib.suppress(OSError, ValueError):  # it died, or stop() closed it
+            process.stdin.write(line)
+            process.stdin.flush()
 
 
 def child_env() -> dict[str, str]:

@@ -6,8 +6,18 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
-from receiver.downloads import LEASE_SECONDS, STALE_PARTIAL_SECONDS, Downloader, backoff
+from sqlalchemy import event, insert
+
+from receiver import tables
+from receiver.downloads import (
+    LEASE_SECONDS,
+    STALE_PARTIAL_SECONDS,
+    YIELD_SLOTS,
+    Downloader,
+    backoff,
+)
 from receiver.runtime import open_store
 from receiver.store import Settlement, Turn
 from tests.support.downloading import DownloadRig, claim, drain
@@ -127,3 +137,59 @@ def test_a_worker_whose_lease_ran_out_cannot_touch_the_next_claim(
     row = rig.store.file("contested", 0)
     assert (row["state"], row["attempts"], row["last_error"]) == ("running", 2, None)
     assert row["lease_until"] == rig.clock() + LEASE_SECONDS  # the second claim's, unchanged
+
+
+def test_a_yielding_worker_runs_few_files_at_once_and_still_drains(
+    rig: DownloadRig, files: FileServer
+) -> None:
+    output = []
+    for i in range(3 * YIELD_SLOTS):
+        files.routes[f"/y{i}.npy"] = (200, b"x", {})
+        output.append(f"{files.origin}/y{i}.npy")
+    rig.store.record("m1", prediction("busy", "succeeded", output=output), rig.clock())
+    assert rig.settings.receiver_download_concurrency > YIELD_SLOTS
+    downloader = Downloader(rig.store, rig.settings, rig.clock, yielding=lambda: True)
+    assert downloader.step()
+    started = [rig.store.file("busy", n)["state"] for n in range(len(output))]
+    assert sum(state != "queued" for state in started) == YIELD_SLOTS
+    drain(downloader)
+    assert all(rig.store.file("busy", n)["state"] == "done" for n in range(len(output)))
+
+
+def test_a_claim_walks_the_index_and_never_sorts_the_backlog(rig: DownloadRig) -> None:
+    """After one large delivery the table's statistics lag (nothing has analysed it yet); the
+    claim must still stop at the jobs it wants, not fetch and sort the whole backlog."""
+    backlog = [
+        {
+            "prediction_id": "big",
+            "n": n,
+            "url": f"https://replicate.delivery/big/{n}.npy",
+            "state": "queued",
+            "attempts": 0,
+            "next_attempt_at": rig.clock() - n % 7,
+        }
+        for n in range(20_000)
+    ]
+    with rig.store.engine.begin() as conn:
+        conn.execute(insert(tables.files), backlog)
+    plans: list[str] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "ORDER BY files.state, files.next_attempt_at" not in statement:
+            return
+        prefix = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+        in_same_transaction = cursor.connection.cursor()
+        in_same_transaction.execute(prefix + statement, parameters)
+        plans.append(" / ".join(str(row) for row in in_same_transaction.fetchall()))
+
+    event.listen(rig.store.engine, "after_cursor_execute", explain)
+    try:
+        claimed = claim(rig, 16)
+    finally:
+        event.remove(rig.store.engine, "after_cursor_execute", explain)
+    assert len(claimed) == 16
+    assert all(job.n % 7 == 6 for job in claimed)  # the ones that fell due first
+    (plan,) = plans
+    assert "files_ready" in plan
+    assert "Sort" not in plan, plan  # PostgreSQL
+    assert "TEMP B-TREE" not in plan, plan  # SQLite
