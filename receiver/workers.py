@@ -105,14 +105,17 @@ class ChildWorker:
                 self._stop.wait(1)
 
     def _tend(self, process: subprocess.Popen[bytes]) -> int:
-        """Wait for the child to exit, sending it a pulse every TICK_SECONDS meanwhile."""
+        """Wait for the child to exit, sending it a pulse every TICK_SECONDS meanwhile. One
+        wake-up a tick: `Popen.wait(timeout)` would poll, eight times a tick, in the process
+        whose event loop answers the webhooks."""
         if self.pulse is None:
             return process.wait()
-        while True:
-            try:
-                return process.wait(timeout=TICK_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._send(process, self.pulse())
+        while not self._stop.wait(TICK_SECONDS):
+            code = process.poll()
+            if code is not None:
+                return code
+            self._send(process, self.pulse())
+        return process.wait()  # stop() closed its stdin: it is finishing
 
     @staticmethod
     def _send(process: subprocess.Popen[bytes], line: bytes) -> None:
