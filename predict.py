@@ -6,7 +6,6 @@ input names, limits, output shapes, and the errors a caller gets.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import shutil
@@ -16,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from cog import BaseRunner, Input, Path
+from cog import BaseRunner, Input, Path, concurrent
 
-from embedder.engine import DIMENSIONS, Embedder
+from embedder.coalescer import Coalescer
+from embedder.engine import Embedder
 from embedder.precision import dtype_from_env, resolve_dtype
 from embedder.weights import verify
 
@@ -26,10 +26,23 @@ MAX_TEXTS = 1024
 # UTF-8 bytes over all texts: room for MAX_TEXTS full-length English texts (~1.3 KB at
 # 256 tokens) while bounding tokenizer work, which runs before truncation.
 MAX_TOTAL_BYTES = 2 << 20
-# npy outputs kept on disk. coglet reads each file as soon as run() returns, before the
-# prediction completes, and a server has at most COG_MAX_CONCURRENCY (1 in the image,
-# 2 locally) predictions in flight: older files have long been read.
-KEEP_OUTPUTS = 8
+# Predictions in flight at once, the literal in @concurrent below (cog build reads only a
+# literal there and writes it into the image as COG_MAX_CONCURRENCY, which overrides it).
+# 64: every in-flight one-text query fits one CPU pass (64 texts), so the engine's passes stay
+# full under a search box's traffic, and the worst case in memory (64 inputs of 2 MiB, with
+# their outputs) stays under 1 GB. A 2-core CPU saturates near 32 clients (README, bench).
+MAX_CONCURRENCY = 64
+# How long an idle engine waits for a pass to fill: on the CPU a one-text pass costs ~2 ms
+# (README), so 1 ms more to take everything that arrives meanwhile is a small price; a GPU
+# pass costs little more for 64 texts than for one, so it waits as long.
+MAX_WAIT_SECONDS = {"cpu": 0.001, "cuda": 0.001}
+
+
+def slots() -> int:
+    """This server's concurrency: COG_MAX_CONCURRENCY as coglet reads it, else the image's."""
+    return int(os.environ.get("COG_MAX_CONCURRENCY", MAX_CONCURRENCY))
+
+
 WEIGHTS_DIR = FsPath(os.environ.get("WEIGHTS_DIR", FsPath(__file__).parent / "weights"))
 
 
@@ -62,16 +75,17 @@ class Runner(BaseRunner):
         dtype = resolve_dtype(dtype_from_env(), device)  # a bad MODEL_DTYPE: one line, first
         verify(WEIGHTS_DIR)  # one clear line on missing or corrupt weights, before any loading
         self.embedder = Embedder(WEIGHTS_DIR, device, dtype)
-        self.embedder.embed(
-            ["warm up"]
-        )  # first call builds oneDNN/cuBLAS plans: keep it off the first request
+        # The first call builds oneDNN/cuBLAS plans: keep it off the first request.
+        self.embedder.embed(["warm up"])
+        self.coalescer = Coalescer(self.embedder, MAX_WAIT_SECONDS[device.type])
+        self.keep_outputs = 2 * slots()
         self.outputs: FsPath | None = None  # made on the first npy request
         self.output_ids = itertools.count()
         print(f"embedder ready on {device} in {dtype}")
 
-    # async: coglet refuses COG_MAX_CONCURRENCY > 1 for a sync run(). The local server has two
-    # slots, so a client that sends its next request the moment it has an answer never meets
-    # the slot coglet frees just after responding (409); the image keeps Cog's one.
+    # async: coglet runs every prediction's run() on one event loop, where the coalescer puts
+    # them into shared forward passes (and refuses more than one slot for a sync run()).
+    @concurrent(max=64)
     async def run(
         self,
         texts: list[str] = Input(
@@ -90,9 +104,9 @@ class Runner(BaseRunner):
         # Also the sign that run() has begun: coglet 0.23 loses or misreports a cancel that
         # lands while it is still preparing the input (README, "Known limits").
         print(f"embedding {len(texts)} texts")
-        vectors = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
-        for _ in self.embedder.fill(vectors, texts, normalize=normalize):
-            await asyncio.sleep(0)  # a cancel lands here; another prediction may run a batch
+        # A cancel (or the client going away) lands in this await: the texts still queued
+        # leave the queue, and vectors from a pass already running are dropped.
+        vectors = await self.coalescer.embed(texts, normalize)
         if output_format == "npy":
             return Path(self.save_npy(vectors))
         # coglet writes an ndarray as the same JSON nested list, 4x faster than walking
@@ -100,11 +114,14 @@ class Runner(BaseRunner):
         return vectors
 
     def save_npy(self, vectors: np.ndarray) -> FsPath:
-        """Write `<n>/embeddings.npy` (the name Replicate's URL shows), dropping old outputs."""
+        """Write `<n>/embeddings.npy`, one folder per prediction (the name Replicate's URL
+        shows), dropping old outputs. coglet reads the file into memory as soon as run()
+        returns, while the prediction holds its slot: with at most slots() in flight, a file
+        that 2 x slots() later predictions have replaced was read long ago."""
         if self.outputs is None:
             self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
         n = next(self.output_ids)
-        shutil.rmtree(self.outputs / str(n - KEEP_OUTPUTS), ignore_errors=True)
+        shutil.rmtree(self.outputs / str(n - self.keep_outputs), ignore_errors=True)
         path = self.outputs / str(n) / "embeddings.npy"
         path.parent.mkdir()
         np.save(path, vectors)

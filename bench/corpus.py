@@ -69,17 +69,27 @@ def _words() -> list[str]:
 
 def mixed_texts(count: int, tokenizer: Tokenizer, seed: int = 0) -> list[str]:
     """`count` texts whose token lengths are log-uniform between 4 and 250."""
+    return _texts(count, tokenizer, seed, shortest=4, longest=250)
+
+
+def query_texts(count: int, tokenizer: Tokenizer, seed: int = 0) -> list[str]:
+    """`count` search-box queries: token lengths log-uniform between 4 and 24 ([CLS] and
+    [SEP] included), a few words each, as a search box sends them."""
+    return _texts(count, tokenizer, seed, shortest=4, longest=24)
+
+
+def _texts(count: int, tokenizer: Tokenizer, seed: int, shortest: int, longest: int) -> list[str]:
     words = _words()
     rng = random.Random(seed)
     texts = []
     while len(texts) < count:
-        target = round(math.exp(rng.uniform(math.log(4), math.log(250))))
+        target = round(math.exp(rng.uniform(math.log(shortest), math.log(longest))))
         start = rng.randrange(len(words) - 400)
         n = max(1, target)
         text = " ".join(words[start : start + n])
         while n > 1 and len(tokenizer.encode(text).ids) > target:
             n = max(1, int(n * 0.9))
             text = " ".join(words[start : start + n])
-        if 4 <= len(tokenizer.encode(text).ids) <= 250:
+        if shortest <= len(tokenizer.encode(text).ids) <= longest:
             texts.append(text)
     return texts

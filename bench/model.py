@@ -5,7 +5,9 @@
 2. Through Cog's HTTP server, our predictor vs bench/naive_predict.py (SentenceTransformer
    in setup(), `.tolist()` output): seconds from start to READY, then one request's
    embeddings/s with the JSON output included.
-3. With a GPU: the throughput comparison there, and tokens/s and MFU at length 128.
+3. Many small requests (bench/model_concurrency.py): 32 clients through Cog's HTTP server,
+   ours vs the one-slot runner it replaced vs the naive predictor; the cost per million.
+4. With a GPU: the throughput comparison there, and tokens/s and MFU at length 128.
 Runs alternate between contender and baseline so drift on a noisy machine hits both.
 """
 
@@ -23,6 +25,7 @@ import httpx
 import numpy as np
 import torch
 
+from bench import model_concurrency
 from bench.corpus import mixed_texts
 from embedder.engine import Embedder, load_tokenizer
 from embedder.precision import dtype_from_env, resolve_dtype
@@ -36,6 +39,7 @@ PEAK_BF16_FLOPS = (
 )
 BOOT_TIMEOUT = 300
 NAIVE = "bench/naive_predict.py:Runner"
+PARTS = ["engine", "boot", "concurrency"]
 
 
 def flops_per_text(length: int) -> float:
@@ -140,10 +144,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--texts", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS)
+    parser.add_argument("--seconds", type=float, default=10, help="per load, many small requests")
     args = parser.parse_args()
-    throughput(torch.device("cpu"), args.texts, args.runs)
-    through_cog(args.texts, args.runs)
-    if torch.cuda.is_available():
+    if "engine" in args.parts:
+        throughput(torch.device("cpu"), args.texts, args.runs)
+    if "boot" in args.parts:
+        through_cog(args.texts, args.runs)
+    if "concurrency" in args.parts:
+        model_concurrency.run(args.seconds, rounds=2)
+    if "engine" in args.parts and torch.cuda.is_available():
         throughput(torch.device("cuda"), args.texts * 10, args.runs)
 
 

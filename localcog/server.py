@@ -33,11 +33,6 @@ from localcog.schema import runner_of
 
 RUNNER = runner_of(REPO / "cog.yaml")  # what cog.yaml runs: "predict.py:Runner"
 SETTLED = {"READY", "SETUP_FAILED", "DEFUNCT"}
-# Slots of a runner whose run() is async (coglet refuses more than one for a sync run()).
-# coglet returns a slot to its pool a moment after it has sent the response, so a client
-# that sends its next request as soon as it has an answer can find a 1-slot server still
-# busy (409 "At capacity": 8 and 17 of 300 serial requests, measured). The second slot is free.
-ASYNC_SLOTS = 2
 COGLET_PREDICTIONS = Path("/tmp/coglet/predictions")  # fixed in coglet 0.23.1 (service.rs)
 _PREDICTION_ID = re.compile(r'"prediction_id":"([\w.-]+)"')  # coglet's log lines; never `/`
 COG_SERVER = (sys.executable, "-m", "cog.server.http")
@@ -62,22 +57,36 @@ def check_port(host: str, port: int) -> None:
         raise CogServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-def runs_async(cwd: Path, runner: str) -> bool:
-    """Whether the runner's run() (or predict()) is `async def`, read from its source."""
+def concurrency_max(cwd: Path, runner: str) -> int:
+    """The `max` of the runner's `@concurrent(max=N)` / `@cog.concurrent(max=N)`, read from its
+    source as `cog build` does (a literal integer, else 1) and set in the image as
+    COG_MAX_CONCURRENCY: a locally started coglet gets the slots the built image has."""
     file, _, name = runner.partition(":")
     tree = ast.parse((cwd / file).read_text())
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
-            return any(
-                isinstance(item, ast.AsyncFunctionDef) and item.name in {"run", "predict"}
-                for item in node.body
-            )
-    return False
+            for item in node.body:
+                if isinstance(item, ast.AsyncFunctionDef) and item.name in {"run", "predict"}:
+                    return _decorator_max(item.decorator_list)
+    return 1
+
+
+def _decorator_max(decorators: list[ast.expr]) -> int:
+    for decorator in decorators:
+        if not isinstance(decorator, ast.Call):
+            continue
+        callee = ast.unparse(decorator.func)
+        if callee not in {"concurrent", "cog.concurrent"}:
+            continue
+        for keyword in decorator.keywords:
+            if keyword.arg == "max" and isinstance(keyword.value, ast.Constant):
+                return int(keyword.value.value)
+    return 1
 
 
 def server_env(port: int, runner: str, extra: Mapping[str, str], cwd: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
-    slots = {"COG_MAX_CONCURRENCY": str(ASYNC_SLOTS)} if runs_async(cwd, runner) else {}
+    slots = {"COG_MAX_CONCURRENCY": str(concurrency_max(cwd, runner))}
     return {
         **slots,
         **os.environ,
@@ -122,6 +131,7 @@ class CogServer:
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    slots: int  # predictions it takes at once (COG_MAX_CONCURRENCY)
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = httpx.get(f"{self.url}/health-check", timeout=5).json()
@@ -156,15 +166,17 @@ def cog_server(
     else:
         check_port("127.0.0.1", port)
     with scratch_dir() as tmp, log_path.open("wb") as log:
+        environment = server_env(port, runner, {"TMPDIR": tmp, **(env or {})}, cwd)
         process = subprocess.Popen(
             dying_with_parent([*COG_SERVER, "--host", "127.0.0.1", *args]),
             cwd=cwd,
-            env=server_env(port, runner, {"TMPDIR": tmp, **(env or {})}, cwd),
+            env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: stopped as one, not hit by a terminal's ^C
         )
-        server = CogServer(f"http://127.0.0.1:{port}", process, log_path)
+        slots = int(environment["COG_MAX_CONCURRENCY"])
+        server = CogServer(f"http://127.0.0.1:{port}", process, log_path, slots)
         try:
             health = server.wait_settled(ready_timeout)
             if require_ready and health["status"] != "READY":

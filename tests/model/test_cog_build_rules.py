@@ -19,7 +19,8 @@ import yaml
 
 from embedder.engine import MAX_TOKENS
 from localcog import REPO
-from predict import MAX_TEXTS, MAX_TOTAL_BYTES
+from localcog.server import concurrency_max
+from predict import MAX_CONCURRENCY, MAX_TEXTS, MAX_TOTAL_BYTES
 from tests.support import DATA
 
 TORCH_TABLE: list[dict[str, Any]] = json.loads((DATA / "cog_torch_compatibility.json").read_text())
@@ -234,3 +235,34 @@ def test_the_texts_description_states_the_limits_the_code_enforces() -> None:
     assert int(found[1]) == MAX_TEXTS
     assert int(found[2]) << 20 == MAX_TOTAL_BYTES
     assert int(found[3]) == MAX_TOKENS
+
+
+# --- @concurrent ----------------------------------------------------------------------------
+
+
+def run_method() -> ast.AsyncFunctionDef:
+    tree = ast.parse((REPO / "predict.py").read_text())
+    runner = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Runner")
+    return next(f for f in runner.body if isinstance(f, ast.AsyncFunctionDef) and f.name == "run")
+
+
+def test_concurrency_is_a_literal_cog_build_can_read() -> None:
+    """annotations.go, decoratorCogConcurrentMax: one `max=` keyword whose value is an integer
+    literal >= 1, on an async run() (parser.go refuses max > 1 on a sync one); anything else
+    stops `cog build`. That literal becomes the image's ENV COG_MAX_CONCURRENCY."""
+    decorators = [d for d in run_method().decorator_list if isinstance(d, ast.Call)]
+    concurrent = [d for d in decorators if ast.unparse(d.func) in {"concurrent", "cog.concurrent"}]
+    assert len(concurrent) == 1
+    (call,) = concurrent
+    assert call.args == []
+    assert [k.arg for k in call.keywords] == ["max"]
+    value = call.keywords[0].value
+    assert isinstance(value, ast.Constant)
+    assert type(value.value) is int  # not a bool, not a name
+    assert value.value == MAX_CONCURRENCY
+    assert MAX_CONCURRENCY > 1
+
+
+def test_a_local_server_gets_the_images_slots() -> None:
+    assert concurrency_max(REPO, "predict.py:Runner") == MAX_CONCURRENCY
+    assert concurrency_max(REPO, "bench/one_slot_predict.py:Runner") == 1

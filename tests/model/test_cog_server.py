@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import collections
-import io
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,23 +11,13 @@ import httpx
 import numpy as np
 import pytest
 
-from localcog.polling import poll
 from localcog.server import COGLET_PREDICTIONS, CogServer, cog_server
-from predict import KEEP_OUTPUTS, MAX_TEXTS, MAX_TOTAL_BYTES, Runner
+from predict import MAX_TEXTS, MAX_TOTAL_BYTES, Runner
+from tests.support.cog_runs import decode_npy, predict, wait_until_run_began
 from tests.support.embeddings import VARIED_TEXTS, cosines
 from tests.support.loopback_http import WebhookSink
 
 pytestmark = pytest.mark.usefixtures("schema_file")
-
-
-def predict(cog: CogServer, payload: dict[str, Any], **kw: Any) -> httpx.Response:
-    return httpx.post(f"{cog.url}/predictions", json=payload, timeout=300, **kw)
-
-
-def decode_npy(data_uri: str) -> np.ndarray:
-    assert data_uri.startswith("data:")
-    array: np.ndarray = np.load(io.BytesIO(base64.b64decode(data_uri.split(",", 1)[1])))
-    return array
 
 
 def test_ready_with_a_clean_log(cog: CogServer) -> None:
@@ -86,18 +74,6 @@ def test_async_prediction_sends_start_output_completed(cog: CogServer, sink: Web
     assert "output" not in events[0]
     assert len(events) == 3
     assert np.asarray(done["output"]).shape == (2, 384)
-
-
-def wait_until_run_began(cog: CogServer, prediction_id: str) -> None:
-    """Wait for run()'s first line in the server's log. coglet 0.23 says "processing" before it
-    has parsed the input, and a cancel in that window fails the prediction or is lost (README);
-    it has no GET for one prediction, and it sends "logs" webhooks only with the result."""
-    line = f'"prediction_id":"{prediction_id}","source":"Stdout"'
-
-    def began() -> bool | None:
-        return True if line in cog.log() else None
-
-    poll(began, timeout=60, interval=0.02, what=f"run() of {prediction_id}")
 
 
 def test_cancel_a_running_prediction(cog: CogServer, sink: WebhookSink) -> None:
@@ -213,12 +189,13 @@ def test_npy_outputs_are_kept_apart_and_pruned(tmp_path: Path) -> None:
     runner = Runner()
     runner.outputs = tmp_path
     runner.output_ids = iter(range(100))
+    runner.keep_outputs = 8  # 2 x slots(): four slots
     paths = [runner.save_npy(np.full((1, 384), i, dtype=np.float32)) for i in range(12)]
     assert len(set(paths)) == 12
     assert all(path.name == "embeddings.npy" for path in paths)
-    kept = paths[-KEEP_OUTPUTS:]
+    kept = paths[-8:]
     assert sorted(tmp_path.glob("*/embeddings.npy")) == sorted(kept)
-    assert [float(np.load(path)[0, 0]) for path in kept] == list(range(12 - KEEP_OUTPUTS, 12))
+    assert [float(np.load(path)[0, 0]) for path in kept] == list(range(4, 12))
 
 
 def test_unknown_input_keys_are_dropped(cog: CogServer) -> None:

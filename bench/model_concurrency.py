@@ -1,0 +1,172 @@
+"""`make bench-model`, many small requests: 32 clients against the real Cog server.
+
+Runners, each under `python -m cog.server.http`, in alternating rounds with the same requests:
+ours (concurrent predictions sharing forward passes), the one-slot runner it replaced
+(bench/one_slot_predict.py), the naive sentence-transformers predictor (bench/naive_predict.py),
+and, as the Cog server's own ceiling, a runner that returns zeros (bench/noop_runner.py). The
+client's ceiling, against bench/noop_server.py, comes first. Two loads: every request one
+search-box query (4 to 24 tokens), and requests of 1, 8, 64 and 512 texts of 4 to 250 tokens in
+turn. Last, the cost of a million embeddings at Replicate's CPU price, from the measured rates.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.corpus import mixed_texts, query_texts
+from bench.prediction_load import LoadRun, closed_loop, each_once, encode
+from embedder.engine import load_tokenizer
+from localcog import REPO
+from localcog.loopback import free_port
+from localcog.polling import poll
+from localcog.server import RUNNER, cog_server
+
+CLIENTS = 32
+MIXED_SIZES = (1, 8, 64, 512)
+# Mixed sizes are a fixed amount of work, each request once (4 680 texts): over a time window,
+# a 512-text request still running at the end would count for one server and not another.
+MIXED_REQUESTS = 32
+CONTENDERS = {
+    "no model": "bench/noop_runner.py:Runner",  # the server's own ceiling
+    "ours": RUNNER,
+    "one slot": "bench/one_slot_predict.py:Runner",
+    "naive": "bench/naive_predict.py:Runner",
+}
+# Replicate's prices per second (replicate.com/pricing, 2026; ../shared/reference/FACTS.md).
+PRICES = {"CPU": 0.000100, "T4": 0.000225, "L40S": 0.000975, "H100": 0.001525}
+
+Requests = list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    requests: Callable[[int], Requests]  # for a port
+    seconds: float | None  # None: each request once (a fixed amount of work)
+
+    def run(self, port: int, slots: int) -> LoadRun:
+        if self.seconds is None:
+            return each_once(port, self.requests(port), CLIENTS, slots)
+        return closed_loop(port, self.requests(port), CLIENTS, slots, self.seconds)
+
+
+def loads(seconds: float) -> list[Load]:
+    tokenizer = load_tokenizer(REPO / "weights")
+    queries = query_texts(4096, tokenizer, seed=1)
+    texts = mixed_texts(4096, tokenizer, seed=1)
+
+    def one_text(port: int) -> Requests:
+        return [(1, encode(port, [q])) for q in queries]
+
+    def mixed(port: int) -> Requests:
+        requests = []
+        start = 0
+        for i in range(MIXED_REQUESTS):
+            size = MIXED_SIZES[i % len(MIXED_SIZES)]
+            chunk = [texts[(start + k) % len(texts)] for k in range(size)]
+            requests.append((size, encode(port, chunk)))
+            start += size
+        return requests
+
+    return [Load("1 text", one_text, seconds), Load("mixed", mixed, None)]
+
+
+def client_ceiling(requests: Callable[[int], Requests], seconds: float) -> LoadRun:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.noop_server", "--port", str(port)])
+    try:
+        poll(lambda: _listening(port), timeout=30, interval=0.05, what="no-op server")
+        return closed_loop(port, requests(port), CLIENTS, CLIENTS, seconds)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _listening(port: int) -> bool | None:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return None
+    return True
+
+
+def measure(runner: str, log: Path, all_loads: list[Load]) -> dict[str, LoadRun]:
+    """Start the runner's server, warm it up, run each load; the server's slots as it says."""
+    with cog_server(log, runner=runner, ready_timeout=300) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        slots = server.slots
+        warm = all_loads[0].requests(port)
+        closed_loop(port, warm, CLIENTS, min(slots, CLIENTS), 2)
+        return {load.name: load.run(port, slots) for load in all_loads}
+
+
+def median_run(runs: list[LoadRun]) -> LoadRun:
+    return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
+
+
+def report(load: Load, by_contender: dict[str, list[LoadRun]], rounds: int) -> None:
+    amount = "each request once" if load.seconds is None else f"{load.seconds:.0f} s each"
+    print(f"  load: {load.name}, {amount}, median of {rounds}")
+    for name, runs in by_contender.items():
+        run = median_run(runs)
+        line = (
+            f"    {name:<9} {run.requests_per_second:7.1f} requests/s {run.texts_per_second:7.1f}"
+            f" texts/s  p50 {run.percentile_ms(0.5):7.1f} ms  p99 {run.percentile_ms(0.99):7.1f}"
+            f" ms  409s resent {run.refused}"
+        )
+        if load.name == "mixed":
+            singles = LoadRun([o for o in run.outcomes if o.texts == 1], run.seconds, 0, 0)
+            line += f"  1-text p99 {singles.percentile_ms(0.99):.1f} ms"
+        print(line)
+    ours = median_run(by_contender["ours"])
+    for name in ("one slot", "naive"):
+        other = median_run(by_contender[name])
+        print(
+            f"    ours vs {name}: {ours.requests_per_second / other.requests_per_second:.2f}x"
+            f" requests/s, {ours.texts_per_second / other.texts_per_second:.2f}x texts/s"
+        )
+
+
+def cost_table(rates: dict[str, float]) -> None:
+    print("  cost of 1 million embeddings at the measured rates (CPU instance price)")
+    for load, rate in rates.items():
+        dollars = PRICES["CPU"] / rate * 1e6
+        print(f"    {load:<7} {rate:7.1f} texts/s  ${dollars:6.2f} per million on Replicate's CPU")
+
+
+def run(seconds: float, rounds: int) -> None:
+    all_loads = loads(seconds)
+    ceiling = client_ceiling(all_loads[0].requests, seconds)
+    print(f"[cog, {CLIENTS} clients] many small requests through Cog's HTTP server")
+    print(
+        f"  ceiling   this client, no-op server  {ceiling.requests_per_second:7.0f} requests/s,"
+        f" {ceiling.client_cpu / ceiling.seconds:.0%} of a core"
+    )
+    results: dict[str, dict[str, list[LoadRun]]] = {load.name: {} for load in all_loads}
+    with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as logs:
+        for i in range(rounds):  # alternate: drift hits every side
+            for name, runner in CONTENDERS.items():
+                runs = measure(runner, Path(logs) / f"{name}-{i}.log".replace(" ", "-"), all_loads)
+                for load_name, load_run in runs.items():
+                    results[load_name].setdefault(name, []).append(load_run)
+    for load in all_loads:
+        report(load, results[load.name], rounds)
+    ours_one = median_run(results["1 text"]["ours"])
+    one_slot = median_run(results["1 text"]["one slot"])
+    print(
+        f"  goal      1 text: {ours_one.requests_per_second / one_slot.requests_per_second:.2f}x"
+        f" the one-slot requests/s (goal >= 4x), p99 {ours_one.percentile_ms(0.99):.1f} ms"
+        " (goal <= 50 ms); mixed: texts/s no worse than one slot"
+    )
+    rates = {
+        name: statistics.median(r.texts_per_second for r in results[name]["ours"])
+        for name in results
+    }
+    cost_table(rates)
