@@ -85,7 +85,7 @@ class Runner(BaseRunner):
 
     # async: coglet runs every prediction's run() on one event loop, where the coalescer puts
     # them into shared forward passes (and refuses more than one slot for a sync run()).
-    @concurrent(max=64)
+    @concurrent(max=64)  # type: ignore[untyped-decorator]  # cog 0.23.1's overloads lack types
     async def run(
         self,
         texts: list[str] = Input(

@@ -79,8 +79,9 @@ def _decorator_max(decorators: list[ast.expr]) -> int:
         if callee not in {"concurrent", "cog.concurrent"}:
             continue
         for keyword in decorator.keywords:
-            if keyword.arg == "max" and isinstance(keyword.value, ast.Constant):
-                return int(keyword.value.value)
+            literal = keyword.value.value if isinstance(keyword.value, ast.Constant) else None
+            if keyword.arg == "max" and isinstance(literal, int):
+                return literal
     return 1
 
 
