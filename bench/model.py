@@ -152,7 +152,7 @@ def main() -> None:
     if "boot" in args.parts:
         through_cog(args.texts, args.runs)
     if "concurrency" in args.parts:
-        model_concurrency.run(args.seconds, rounds=2)
+        model_concurrency.run(args.seconds, rounds=3)
     if "engine" in args.parts and torch.cuda.is_available():
         throughput(torch.device("cuda"), args.texts * 10, args.runs)
 

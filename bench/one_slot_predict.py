@@ -1,7 +1,8 @@
-"""The one-slot baseline of `make bench-model`: the runner as it was before predictions shared
-forward passes. One prediction at a time (no @concurrent: coglet gives it one slot), its texts
-in batches of its own; the engine, precision and JSON output are ours, so the comparison
-measures the sharing alone. JSON output only: the benchmark asks for nothing else."""
+"""The one-slot baseline of `make bench-model`: the image's setup before predictions shared
+forward passes. One prediction at a time (no @concurrent: the image and the local server give
+it one slot), its texts in batches of its own. The engine is today's (packed dense layers
+included), the precision and the JSON output too, so the comparison measures the sharing
+alone. JSON output only: the benchmark asks for nothing else."""
 
 from __future__ import annotations
 

@@ -92,9 +92,9 @@ class Bert:
             ln2=ln(f"{p}.output"),
         )
 
-    def __call__(self, input_ids: Tensor, mask: Tensor) -> Tensor:
-        """input_ids, mask [batch, length] (mask True on real tokens) -> [batch, length, hidden]
-        (padded positions zero).
+    def __call__(self, input_ids: Tensor, mask: Tensor, real: Tensor) -> Tensor:
+        """input_ids, mask [batch, length] (mask True on real tokens), real: the flat positions
+        of the real tokens (the mask's nonzero) -> [batch, length, hidden], padding zero.
 
         The dense layers, nine tenths of the work, run on the real tokens only, packed into one
         [tokens, hidden] matrix: a pass of texts of different lengths (queries from many
@@ -105,7 +105,6 @@ class Bert:
         hidden = self.config.hidden_size
         heads = self.config.num_heads
         eps = self.config.layer_norm_eps
-        real = mask.reshape(-1).nonzero().squeeze(1)  # flat positions of the real tokens
         x = F.embedding(input_ids, self.word) + self.position[:length]
         x = F.layer_norm(x, (hidden,), *self.embed_ln, eps).reshape(batch * length, hidden)[real]
         keys = mask[:, None, None, :]

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
@@ -29,24 +28,18 @@ DIMENSIONS = 384
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How many tokens (padded) and texts one forward pass may hold, and how many passes' worth
-    one step of the coalescer takes from the predictions waiting (embedder/coalescer.py)."""
+    """How many tokens (padded) and texts one forward pass may hold."""
 
     token_budget: int
     max_texts: int
-    step_batches: int
 
     @classmethod
     def for_device(cls, device: torch.device) -> BatchPlan:
         # CPU: ~2k tokens keeps activations cache-resident (measured best of 512..16k here);
         # a GPU wants big batches to fill its SMs.
-        # A step of four CPU passes lets the texts of many predictions be sorted by length
-        # together: one pass's worth from 32 predictions of mixed sizes ran at 0.82-0.90x the
-        # rate of the same requests one after another; four passes' worth at 0.95-1.03x (in
-        # process, 4 680 texts, twice each). A GPU pass is already a large sort.
         if device.type == "cuda":
-            return cls(token_budget=65536, max_texts=1024, step_batches=1)
-        return cls(token_budget=2048, max_texts=64, step_batches=4)
+            return cls(token_budget=65536, max_texts=1024)
+        return cls(token_budget=2048, max_texts=64)
 
     def batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Yield index lists, longest texts first, each within the budget once padded."""
@@ -96,10 +89,10 @@ class Embedder:
         """
         out = np.empty((len(token_ids), DIMENSIONS), dtype=np.float32)
         for index in self.plan.batches([len(ids) for ids in token_ids]):
-            pooled = self._forward([token_ids[i] for i in index])
-            wanted = torch.tensor([normalize[i] for i in index], device=pooled.device)
-            normalized = F.normalize(pooled, p=2, dim=1)
-            out[index] = torch.where(wanted.unsqueeze(1), normalized, pooled).cpu().numpy()
+            out[index] = self._forward([token_ids[i] for i in index]).cpu().numpy()
+        wanted = np.asarray(normalize, dtype=np.bool_)
+        norms = np.linalg.norm(out[wanted], axis=1, keepdims=True)
+        out[wanted] /= np.maximum(norms, 1e-12)  # F.normalize's floor, as sentence-transformers
         return out
 
     def _forward(self, batch: list[list[int]]) -> torch.Tensor:
@@ -113,7 +106,9 @@ class Embedder:
         # The mask comes from lengths, not from id 0: a text may spell "[PAD]" itself.
         input_ids = self._to_device(torch.from_numpy(padded))
         mask = self._to_device(torch.from_numpy(real))
-        hidden = self.model(input_ids, mask).float()
+        # Found here, on the host: on a GPU, nonzero() on the mask would wait for the copy.
+        positions = self._to_device(torch.from_numpy(np.flatnonzero(real)))
+        hidden = self.model(input_ids, mask, positions).float()
         weights = mask.unsqueeze(-1).float()
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 

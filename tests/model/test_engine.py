@@ -80,7 +80,7 @@ def test_order_preserved_across_length_sorted_batches(
 
 
 def test_batches_cover_every_text_once_within_budget() -> None:
-    plan = BatchPlan(token_budget=100, max_texts=8, step_batches=1)
+    plan = BatchPlan(token_budget=100, max_texts=8)
     lengths = [random.Random(i).randint(2, 256) for i in range(300)]
     batches = list(plan.batches(lengths))
     assert sorted(i for b in batches for i in b) == list(range(300))

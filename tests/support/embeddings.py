@@ -27,3 +27,15 @@ VARIED_TEXTS = [
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def assert_same_rows(got: np.ndarray, expected: np.ndarray) -> None:
+    """Same vectors in the same order: cosine >= 0.9999 row by row, and each row as close to
+    its own counterpart as to any other (texts that embed alike, such as "" and whitespace,
+    tie), so two swapped rows of near-identical texts still show."""
+    assert got.shape == expected.shape
+    assert cosines(got, expected).min() >= 0.9999
+    similarity = (got / np.linalg.norm(got, axis=1, keepdims=True)) @ (
+        expected / np.linalg.norm(expected, axis=1, keepdims=True)
+    ).T
+    assert (np.diag(similarity) >= similarity.max(axis=1) - 1e-6).all()
