@@ -72,16 +72,24 @@ def concurrency_max(cwd: Path, runner: str) -> int:
 
 
 def _decorator_max(decorators: list[ast.expr]) -> int:
+    """`@concurrent` alone is one slot; `@concurrent(max=N)` is N where N is an integer literal
+    >= 1, else `cog build` stops (annotations.go, decoratorCogConcurrentMax): so does this."""
     for decorator in decorators:
-        if not isinstance(decorator, ast.Call):
-            continue
-        callee = ast.unparse(decorator.func)
+        call = decorator if isinstance(decorator, ast.Call) else None
+        callee = ast.unparse(call.func if call else decorator)
         if callee not in {"concurrent", "cog.concurrent"}:
             continue
-        for keyword in decorator.keywords:
-            literal = keyword.value.value if isinstance(keyword.value, ast.Constant) else None
-            if keyword.arg == "max" and isinstance(literal, int):
-                return literal
+        if call is None or (not call.args and not call.keywords):
+            return 1
+        only = call.keywords[0] if len(call.keywords) == 1 and not call.args else None
+        is_max = only is not None and only.arg == "max"
+        literal = only.value.value if only and isinstance(only.value, ast.Constant) else None
+        if not is_max or type(literal) is not int or literal < 1:
+            raise CogServerError(
+                f"@concurrent needs one max= with an integer literal >= 1, as cog build does; "
+                f"got {ast.unparse(decorator)}"
+            )
+        return literal
     return 1
 
 

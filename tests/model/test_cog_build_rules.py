@@ -12,6 +12,7 @@ import io
 import json
 import re
 import tokenize
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import yaml
 
 from embedder.engine import MAX_TOKENS
 from localcog import REPO
-from localcog.server import concurrency_max
+from localcog.server import CogServerError, concurrency_max
 from predict import MAX_CONCURRENCY, MAX_TEXTS, MAX_TOTAL_BYTES
 from tests.support import DATA
 
@@ -266,3 +267,34 @@ def test_concurrency_is_a_literal_cog_build_can_read() -> None:
 def test_a_local_server_gets_the_images_slots() -> None:
     assert concurrency_max(REPO, "predict.py:Runner") == MAX_CONCURRENCY
     assert concurrency_max(REPO, "bench/one_slot_predict.py:Runner") == 1
+
+
+@pytest.mark.parametrize(
+    ("decorator", "slots"),
+    [
+        ("@concurrent", 1),
+        ("@concurrent()", 1),
+        ("@concurrent(max=8)", 8),
+        ("@cog.concurrent(max=3)", 3),
+        ("@concurrent(max=SLOTS)", None),
+        ("@concurrent(max=True)", None),
+        ("@concurrent(max=0)", None),
+        ("@concurrent(8)", None),
+        ("@concurrent(min=8)", None),
+    ],
+)
+def test_the_local_server_reads_concurrency_as_cog_build_does(
+    tmp_path: Path, decorator: str, slots: int | None
+) -> None:
+    """A literal `max` is the slot count; anything else stops `cog build`, and so the local
+    server refuses to start with it, in one line, instead of running with one slot."""
+    (tmp_path / "runner.py").write_text(
+        "import cog\nfrom cog import BaseRunner, concurrent\n\n\n"
+        f"class Runner(BaseRunner):\n    {decorator}\n    async def run(self) -> str:\n"
+        '        return "x"\n'
+    )
+    if slots is None:
+        with pytest.raises(CogServerError, match="integer literal"):
+            concurrency_max(tmp_path, "runner.py:Runner")
+    else:
+        assert concurrency_max(tmp_path, "runner.py:Runner") == slots
