@@ -93,7 +93,8 @@ class Runner(BaseRunner):
         )
         self.coalescer.warm_up()
         self.keep_outputs = 2 * slots()
-        self.outputs: FsPath | None = None  # made on the first npy request
+        # Made now, not on the first npy request: save_npy runs in threads, several at once.
+        self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
         self.output_ids = itertools.count()
         print(f"embedder ready on {device} in {dtype}")
 
@@ -133,8 +134,6 @@ class Runner(BaseRunner):
         into memory as soon as run() has returned it (orchestrator.rs, FileOutput), so a file
         is lost only if its read waits while twice the server's slots of later predictions
         return theirs; nothing bounds that wait, but it is one channel read."""
-        if self.outputs is None:
-            self.outputs = FsPath(tempfile.mkdtemp(prefix="embeddings-"))
         n = next(self.output_ids)
         shutil.rmtree(self.outputs / str(n - self.keep_outputs), ignore_errors=True)
         path = self.outputs / str(n) / "embeddings.npy"

@@ -11,8 +11,6 @@ turn. Last, the cost of a million embeddings at Replicate's CPU price, from the 
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -21,10 +19,10 @@ from pathlib import Path
 
 from bench.corpus import mixed_texts, query_texts
 from bench.prediction_load import LoadRun, closed_loop, each_once, encode
+from bench.servers import serve
 from embedder.engine import load_tokenizer
 from localcog import REPO
 from localcog.loopback import free_port
-from localcog.polling import poll
 from localcog.server import RUNNER, cog_server
 
 CLIENTS = 32
@@ -77,23 +75,14 @@ def loads(seconds: float) -> list[Load]:
     return [Load("1 text", one_text, seconds), Load("mixed", mixed, None)]
 
 
-def client_ceiling(requests: Callable[[int], Requests], seconds: float) -> LoadRun:
+def client_ceiling(requests: Callable[[int], Requests], seconds: float, log: Path) -> LoadRun:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench.noop_server", "--port", str(port)])
+    server = serve([sys.executable, "-m", "bench.noop_server", "--port", str(port)], {}, port, log)
     try:
-        poll(lambda: _listening(port), timeout=30, interval=0.05, what="no-op server")
         return closed_loop(port, requests(port), CLIENTS, CLIENTS, seconds)
     finally:
         server.kill()
         server.wait()
-
-
-def _listening(port: int) -> bool | None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return None
-    return True
 
 
 def measure(runner: str, log: Path, all_loads: list[Load]) -> dict[str, LoadRun]:
@@ -143,15 +132,15 @@ def cost_table(rates: dict[str, float]) -> None:
 
 def run(seconds: float, rounds: int) -> None:
     all_loads = loads(seconds)
-    ceiling = client_ceiling(all_loads[0].requests, seconds)
-    print(f"[cog, {CLIENTS} clients] many small requests through Cog's HTTP server")
-    print(
-        f"  ceiling   this client, no-op server  {ceiling.requests_per_second:7.0f} requests/s,"
-        f" {ceiling.client_cpu / ceiling.seconds:.0%} of a core"
-    )
     results: dict[str, dict[str, list[LoadRun]]] = {load.name: {} for load in all_loads}
     names = list(CONTENDERS)
     with tempfile.TemporaryDirectory(prefix="bench-concurrency-") as logs:
+        ceiling = client_ceiling(all_loads[0].requests, seconds, Path(logs) / "noop-server.log")
+        print(f"[cog, {CLIENTS} clients] many small requests through Cog's HTTP server")
+        print(
+            f"  ceiling   this client, no-op server  {ceiling.requests_per_second:7.0f}"
+            f" requests/s, {ceiling.client_cpu / ceiling.seconds:.0%} of a core"
+        )
         for i in range(rounds):  # alternate, each round in another order: drift hits every side
             for name in names[i % len(names) :] + names[: i % len(names)]:
                 runner = CONTENDERS[name]

@@ -95,9 +95,9 @@ def _decorator_max(decorators: list[ast.expr]) -> int:
 
 def server_env(port: int, runner: str, extra: Mapping[str, str], cwd: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
-    slots = {"COG_MAX_CONCURRENCY": str(concurrency_max(cwd, runner))}
+    image_env = {"COG_MAX_CONCURRENCY": str(concurrency_max(cwd, runner))}
     return {
-        **slots,
+        **image_env,
         **os.environ,
         # coglet's worker runs the `python` on PATH: it must be ours, with coglet installed.
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -2,12 +2,12 @@
 download process, ten times a second, on the download process's stdin.
 
 While webhooks come faster than RECEIVER_DOWNLOAD_YIELD_ABOVE a second, the download worker
-runs one file at a time. Why not leave it to `nice`: on a machine with two cores, a niced
-download process with sixteen threads still cost the webhooks a third of their throughput
-(`make bench-receiver`, backlog part); stopping it gave them back all but a few percent.
-One Replicate account at its API limit (600 predictions a minute, a few webhooks each) sends
-a few dozen a second, so at the default only bursts make the queue yield (a replay, retries
-after an outage), and the queue has an hour.
+runs four files at once and ten turns a second at most (`receiver.downloads`). Why not leave
+it to `nice`: on a machine with two cores, a niced download process with sixteen threads still
+cost the webhooks a third of their throughput (`make bench-receiver`, backlog part); stopping
+it gave them back all but a few percent. One Replicate account at its API limit (600
+predictions a minute, a few webhooks each) sends a few dozen a second, so at the default only
+bursts make the queue yield (a replay, retries after an outage), and the queue has an hour.
 """
 
 from __future__ import annotations
