@@ -6,7 +6,10 @@ ours (concurrent predictions sharing forward passes), the one-slot runner it rep
 and, as the Cog server's own ceiling, a runner that returns zeros (bench/noop_runner.py). The
 client's ceiling, against bench/noop_server.py, comes first. Two loads: every request one
 search-box query (4 to 24 tokens), and requests of 1, 8, 64 and 512 texts of 4 to 250 tokens in
-turn. Last, the cost of a million embeddings at Replicate's CPU price, from the measured rates.
+turn. Then latency at two fixed offered rates of one-query requests (Poisson arrivals, the same
+for every runner): 3/4 of what the one-slot runner carries, and 3/4 of what ours carries, each
+a fresh server per runner and round. Last, the cost of a million embeddings at Replicate's CPU
+price, from the measured rates.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.corpus import mixed_texts, query_texts
-from bench.prediction_load import LoadRun, closed_loop, each_once, encode
+from bench.prediction_load import LoadRun, closed_loop, each_once, encode, fixed_rate
 from bench.servers import serve
 from embedder.engine import load_tokenizer
 from localcog import REPO
@@ -36,6 +39,9 @@ CONTENDERS = {
     "one slot": "bench/one_slot_predict.py:Runner",
     "naive": "bench/naive_predict.py:Runner",
 }
+# The offered rates for latency: this share of a runner's saturated requests/s, so the server
+# is busy but not overloaded (a fixed rate, unlike the closed loop, does not slow down with it).
+UTILISATION = 0.75
 # Replicate's prices per second (replicate.com/pricing, 2026; ../shared/reference/FACTS.md).
 PRICES = {"CPU": 0.000100, "T4": 0.000225, "L40S": 0.000975, "H100": 0.001525}
 
@@ -95,6 +101,16 @@ def measure(runner: str, log: Path, all_loads: list[Load]) -> dict[str, LoadRun]
         return {load.name: load.run(port, slots) for load in all_loads}
 
 
+def measure_rates(
+    runner: str, log: Path, requests: Callable[[int], Requests], rates: list[float], seconds: float
+) -> list[LoadRun]:
+    """Start the runner's server, warm it up, offer each rate for `seconds`."""
+    with cog_server(log, runner=runner, ready_timeout=300) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        closed_loop(port, requests(port), CLIENTS, min(server.slots, CLIENTS), 2)
+        return [fixed_rate(port, requests(port), rate, server.slots, seconds) for rate in rates]
+
+
 def median_run(runs: list[LoadRun]) -> LoadRun:
     """The run of median requests/s (rounds are odd: a real run, not a mean of two)."""
     return sorted(runs, key=lambda r: r.requests_per_second)[len(runs) // 2]
@@ -123,6 +139,24 @@ def report(load: Load, by_contender: dict[str, list[LoadRun]], rounds: int) -> N
         )
 
 
+def report_rates(rates: list[float], by_contender: dict[str, list[list[LoadRun]]]) -> None:
+    rounds = len(by_contender["ours"])
+    print(f"  load: 1 text at fixed offered rates (Poisson), the run of median p99 of {rounds}")
+    for index, rate in enumerate(rates):
+        for name, per_round in by_contender.items():
+            runs = sorted((r[index] for r in per_round), key=lambda r: r.percentile_ms(0.99))
+            run = runs[len(runs) // 2]
+            print(
+                f"    {rate:6.1f}/s {name:<9} answered {run.requests_per_second:6.1f}/s"
+                f"  p50 {run.percentile_ms(0.5):8.1f} ms  p99 {run.percentile_ms(0.99):8.1f} ms"
+            )
+
+
+def median_p99(rounds: list[list[LoadRun]], index: int) -> float:
+    values = sorted(r[index].percentile_ms(0.99) for r in rounds)
+    return values[len(values) // 2]
+
+
 def cost_table(rates: dict[str, float]) -> None:
     print("  cost of 1 million embeddings, ours: this machine's rate at Replicate's CPU price")
     for load, rate in rates.items():
@@ -147,16 +181,34 @@ def run(seconds: float, rounds: int) -> None:
                 runs = measure(runner, Path(logs) / f"{name}-{i}.log".replace(" ", "-"), all_loads)
                 for load_name, load_run in runs.items():
                     results[load_name].setdefault(name, []).append(load_run)
+        ours_one = median_run(results["1 text"]["ours"])
+        one_slot = median_run(results["1 text"]["one slot"])
+        rates = [
+            UTILISATION * one_slot.requests_per_second,
+            UTILISATION * ours_one.requests_per_second,
+        ]
+        at_rates: dict[str, list[list[LoadRun]]] = {}
+        for i in range(rounds):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                log = Path(logs) / f"{name}-rates-{i}.log".replace(" ", "-")
+                rate_runs = measure_rates(
+                    CONTENDERS[name], log, all_loads[0].requests, rates, seconds
+                )
+                at_rates.setdefault(name, []).append(rate_runs)
     for load in all_loads:
         report(load, results[load.name], rounds)
-    ours_one = median_run(results["1 text"]["ours"])
-    one_slot = median_run(results["1 text"]["one slot"])
+    report_rates(rates, at_rates)
     share = ours_one.requests_per_second / ceiling.requests_per_second
     print(f"  client    ours at 1 text ran at {share:.1%} of the client's own ceiling")
     print(
         f"  goal      1 text: {ours_one.requests_per_second / one_slot.requests_per_second:.2f}x"
-        f" the one-slot requests/s (goal >= 4x), p99 {ours_one.percentile_ms(0.99):.1f} ms"
-        " (goal <= 50 ms); mixed: texts/s no worse than one slot"
+        f" the one-slot requests/s (goal >= 4x); p99 at {rates[0]:.0f}/s (3/4 of one slot's"
+        f" rate) {median_p99(at_rates['ours'], 0):.1f} ms vs one slot"
+        f" {median_p99(at_rates['one slot'], 0):.1f} ms, at {rates[1]:.0f}/s"
+        f" {median_p99(at_rates['ours'], 1):.1f} ms (goal <= 50 ms); at saturation, 32 clients:"
+        f" {ours_one.percentile_ms(0.99):.1f} ms; mixed: texts/s no worse than one slot"
     )
-    rates = {name: median_run(results[name]["ours"]).texts_per_second for name in results}
-    cost_table(rates)
+    texts_per_second = {
+        name: median_run(results[name]["ours"]).texts_per_second for name in results
+    }
+    cost_table(texts_per_second)

@@ -1,4 +1,4 @@
-"""The model benchmark's load generator: closed-loop clients posting predictions to Cog.
+"""The model benchmark's load generator: predictions posted to Cog, closed loop or open loop.
 
 Lean for the same reason as bench/load.py (one asyncio loop, raw keep-alive sockets, requests
 encoded before the clock starts): its CPU per request is a small part of a prediction's, and
@@ -9,12 +9,18 @@ clients share a semaphore of that many slots, so no more predictions are in flig
 server takes, and a request's latency counts from the moment its client wanted to send it,
 queueing included. coglet frees a slot a moment after it answers, so a request can still meet
 409 "At capacity"; it is sent again a millisecond later and counted.
+
+Saturation says how much a server carries; the latency a user sees is taken at a fixed
+offered rate (`fixed_rate`): requests arrive as a Poisson process, whatever the server does,
+and each one's latency counts from its arrival, so a server that falls behind shows it instead
+of slowing the clients down (no coordinated omission).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +48,11 @@ class LoadRun:
 
     @property
     def texts_per_second(self) -> float:
-        return sum(o.texts for o in self.outcomes) / self.seconds
+        return self.texts / self.seconds
+
+    @property
+    def texts(self) -> int:
+        return sum(o.texts for o in self.outcomes)
 
     def percentile_ms(self, fraction: float) -> float:
         latencies = sorted(o.seconds for o in self.outcomes)
@@ -73,6 +83,9 @@ async def _exchange(
     return int(status_line.split()[1]), await reader.readexactly(length)
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
 @dataclass
 class _Shared:
     requests: list[tuple[int, bytes]]  # (texts, encoded request), taken in turn
@@ -87,6 +100,19 @@ class _Shared:
         return time.perf_counter() < self.deadline
 
 
+async def _send(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, shared: _Shared
+) -> None:
+    """One prediction to its end: a 409 (a slot freed late) is sent again a millisecond later."""
+    status, body = await _exchange(reader, writer, request)
+    while status == 409:
+        shared.refused += 1
+        await asyncio.sleep(0.001)
+        status, body = await _exchange(reader, writer, request)
+    if status != 200 or (SUCCEEDED not in body and body != NOOP_ANSWER):
+        raise RuntimeError(f"bench: prediction not answered: {status} {body[:200]!r}")
+
+
 async def _client(port: int, shared: _Shared) -> list[Outcome]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     outcomes = []
@@ -97,13 +123,7 @@ async def _client(port: int, shared: _Shared) -> list[Outcome]:
         async with shared.slots:
             if shared.deadline is not None and time.perf_counter() >= shared.deadline:
                 break  # waited past the end in the queue: not sent
-            status, body = await _exchange(reader, writer, request)
-            while status == 409:  # a slot freed late: again in a millisecond
-                shared.refused += 1
-                await asyncio.sleep(0.001)
-                status, body = await _exchange(reader, writer, request)
-        if status != 200 or (SUCCEEDED not in body and body != NOOP_ANSWER):
-            raise RuntimeError(f"bench: prediction not answered: {status} {body[:200]!r}")
+            await _send(reader, writer, request, shared)
         outcomes.append(Outcome(texts, time.perf_counter() - wanted))
     writer.close()
     return outcomes
@@ -134,3 +154,44 @@ def each_once(port: int, requests: list[tuple[int, bytes]], clients: int, slots:
     """Every request once, by `clients` clients taking the next when their last is answered;
     at most `slots` in flight. The same work for every server: its wall time compares."""
     return asyncio.run(_run(port, requests, clients, slots, None))
+
+
+async def _arrival(
+    port: int, texts: int, request: bytes, arrived: float, shared: _Shared, idle: list[Connection]
+) -> Outcome:
+    async with shared.slots:
+        connection = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        await _send(*connection, request, shared)
+        idle.append(connection)
+    return Outcome(texts, time.perf_counter() - arrived)
+
+
+async def _open_loop(
+    port: int, requests: list[tuple[int, bytes]], rate: float, slots: int, seconds: float
+) -> LoadRun:
+    cpu = time.process_time()
+    shared = _Shared(requests, None, asyncio.Semaphore(slots))
+    idle: list[Connection] = []  # keep-alive connections between predictions
+    arrivals = random.Random(0)  # the same arrival times for every server
+    tasks = []
+    start = time.perf_counter()
+    due = start
+    while due < start + seconds:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        texts, request = requests[len(tasks) % len(requests)]
+        tasks.append(asyncio.create_task(_arrival(port, texts, request, due, shared, idle)))
+        due += arrivals.expovariate(rate)
+    outcomes = await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    wall = time.perf_counter() - start
+    return LoadRun(list(outcomes), wall, shared.refused, time.process_time() - cpu)
+
+
+def fixed_rate(
+    port: int, requests: list[tuple[int, bytes]], rate: float, slots: int, seconds: float
+) -> LoadRun:
+    """Requests arriving at `rate` a second on average (Poisson, the same times for every
+    server) for `seconds`, each answered in full; at most `slots` in flight, the others queue
+    in the client. Latency counts from arrival; the run lasts until the last is answered."""
+    return asyncio.run(_open_loop(port, requests, rate, slots, seconds))
