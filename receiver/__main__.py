@@ -1,4 +1,5 @@
-"""`python -m receiver serve | secret | send-test`; every failure is one line, exit non-zero."""
+"""`python -m receiver serve | secret | send-test | jobs`; every failure is one line, exit
+non-zero."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import NoReturn
 import httpx
 from pydantic import ValidationError
 
+from receiver.jobs import cli as jobs_cli
 from receiver.settings import Settings, SettingsError, signing_keys
 from receiver.signature import generate_secret, signed_headers
 
@@ -202,11 +204,17 @@ def parser() -> argparse.ArgumentParser:
     test = commands.add_parser("send-test", help="post a signed sample prediction to --url")
     test.add_argument("--url", required=True)
     test.add_argument("--prediction-id", help="the sample's id (default: test-<random>)")
+    jobs_cli.add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.command == "jobs":
+        try:
+            sys.exit(jobs_cli.run(args))
+        except jobs_cli.CliError as exc:
+            fail(str(exc))
     if args.command == "serve":
         serve(args.host, args.port, args.access_log, args.forwarded_allow_ips)
     elif args.command == "secret" and args.generate:

@@ -18,8 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.bodies import ByteBudget
 from receiver.context import AppContext, RefusedError
+from receiver.jobs.routes import job_routes
 from receiver.metrics import Metrics
 from receiver.refusals import RefusalLog
+from receiver.replicate_api import Replicate
 from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
@@ -49,6 +51,7 @@ def create_app(
         budget=ByteBudget(settings.receiver_max_bytes_in_flight),
         arrivals=arrivals or Arrivals(),
         clock=clock,
+        replicate=Replicate(settings) if settings.replicate_api_token is not None else None,
     )
     # Replicate does not follow redirects: /webhooks/replicate/ must not 307 to the real path.
     app = FastAPI(
@@ -68,6 +71,7 @@ def create_app(
     app.include_router(webhook_routes)
     app.include_router(read_routes)
     app.include_router(operator_routes)
+    app.include_router(job_routes)
     return app
 
 

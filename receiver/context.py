@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # bodies.py raises RefusedError from here
 
 from receiver.metrics import Metrics
 from receiver.refusals import RefusalLog
+from receiver.replicate_api import Replicate
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.writer import Writer
@@ -43,6 +44,7 @@ class AppContext:
     budget: ByteBudget
     arrivals: Arrivals  # webhooks counted for the download worker, which yields to them
     clock: Callable[[], float]
+    replicate: Replicate | None  # with REPLICATE_API_TOKEN: jobs cancel predictions through it
 
 
 async def app_context(request: Request) -> AppContext:

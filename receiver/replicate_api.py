@@ -1,4 +1,4 @@
-"""The two calls the receiver makes to Replicate, through the official client.
+"""The calls the receiver makes to Replicate, through the official client.
 
 The client honours REPLICATE_API_TOKEN and REPLICATE_BASE_URL, so the receiver can be pointed at
 a local stand-in. Predictions are fetched as raw JSON: replicate 1.0.7 raises a validation error
@@ -10,10 +10,12 @@ twin). The repetition is deliberate: the receiver ships on its own and imports n
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
 from replicate.client import Client
+from replicate.exceptions import ReplicateError
 
 from receiver.settings import Settings
 
@@ -35,3 +37,59 @@ def prediction(settings: Settings, prediction_id: str) -> dict[str, Any]:
     response = client(settings)._request("GET", path)
     body: dict[str, Any] = response.json()
     return body
+
+
+# Replicate's 429 detail: "Request was throttled. Expected available in 6 seconds."
+_AVAILABLE_IN = re.compile(r"available in (\d+(?:\.\d+)?) second")
+
+
+class ThrottledError(Exception):
+    """429: Replicate will take the call again `retry_after` seconds from now."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"throttled by Replicate for {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+def retry_after(headers: Any, detail: str) -> float:
+    """The reset hint of a 429: Retry-After in seconds, else the seconds its detail names,
+    else one second."""
+    header = str(headers.get("retry-after") or "").strip()
+    if header.replace(".", "", 1).isdigit():
+        return float(header)
+    found = _AVAILABLE_IN.search(detail)
+    return float(found.group(1)) if found else 1.0
+
+
+def create_prediction(
+    settings: Settings, deployment: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """POST a prediction to a deployment; raises ThrottledError on 429 and ReplicateError
+    on any other refusal. The raw response, not the client's model: its headers carry the
+    reset hint that `deployments.predictions.create` drops."""
+    owner, _, name = deployment.partition("/")
+    path = f"/v1/deployments/{quote(owner, safe='')}/{quote(name, safe='')}/predictions"
+    response = client(settings)._client.request("POST", path, json=payload)
+    if response.status_code == 429:
+        raise ThrottledError(retry_after(response.headers, response.text))
+    if response.status_code >= 400:
+        raise ReplicateError.from_response(response)
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def cancel_prediction(settings: Settings, prediction_id: str) -> None:
+    client(settings)._request("POST", f"/v1/predictions/{quote(prediction_id, safe='')}/cancel")
+
+
+class Replicate:
+    """The calls corpus jobs make, bound to the receiver's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def create(self, deployment: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return create_prediction(self.settings, deployment, payload)
+
+    def cancel(self, prediction_id: str) -> None:
+        cancel_prediction(self.settings, prediction_id)

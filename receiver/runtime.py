@@ -7,7 +7,10 @@ from functools import partial
 from receiver import replicate_api
 from receiver.db import make_engine, migrate
 from receiver.download_process import configuration
+from receiver.jobs.rate import SharedRateLimit
+from receiver.jobs.runner import JobRunner
 from receiver.reconcile import Reconciler
+from receiver.routes import WEBHOOK_PATH
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.workers import ChildWorker, Periodic, Worker
@@ -32,7 +35,8 @@ def background_workers(
     store: Store, settings: Settings, arrivals: Arrivals | None = None
 ) -> list[Worker]:
     """The download worker (a process of its own, told how many webhooks arrive when
-    `arrivals` counts them), and the reconciler when there is an API token to reconcile with."""
+    `arrivals` counts them); with an API token, the reconciler; with an API token and
+    RECEIVER_PUBLIC_URL, the job runner."""
     pulse = arrivals.pulse if arrivals is not None else None
     config = configuration(settings)
     downloads = ChildWorker("downloads", "receiver.download_process", config, pulse)
@@ -41,4 +45,21 @@ def background_workers(
         reconciler = Reconciler(store, settings, partial(replicate_api.prediction, settings))
         interval = settings.receiver_reconcile_interval_seconds
         workers.append(Periodic("reconcile", reconciler.step, interval))
+    if settings.replicate_api_token is not None and settings.receiver_public_url is not None:
+        workers.append(
+            Periodic("jobs", job_runner(store, settings).step, settings.receiver_job_poll_seconds)
+        )
     return workers
+
+
+def job_runner(store: Store, settings: Settings) -> JobRunner:
+    assert settings.receiver_public_url is not None
+    return JobRunner(
+        store,
+        replicate_api.Replicate(settings),
+        webhook_url=settings.receiver_public_url + WEBHOOK_PATH,
+        limit=SharedRateLimit(
+            store.engine, "predictions.create", settings.receiver_job_rate_per_minute
+        ),
+        max_attempts=settings.receiver_job_max_attempts,
+    )

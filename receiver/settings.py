@@ -89,6 +89,21 @@ def check_trusted_proxy(entry: str) -> str:
     return entry
 
 
+def check_public_url(url: str) -> str:
+    """The receiver's own origin as Replicate reaches it (the webhook URL is built on it):
+    http(s), a host, no query or fragment; a trailing slash is dropped."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL (example: https://receiver.example.com)") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL (example: https://receiver.example.com)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: no query or fragment")
+    return url.rstrip("/")
+
+
 class Settings(BaseSettings):
     """Every setting is named exactly as its environment variable; an empty one counts as unset
     (compose's `${VAR:-}` gives empty strings)."""
@@ -119,6 +134,12 @@ class Settings(BaseSettings):
     receiver_reconcile_interval_seconds: float = Field(30, gt=0)
     receiver_worker_poll_seconds: float = Field(1.0, gt=0)
     receiver_forwarded_allow_ips: Annotated[list[str], NoDecode] = []
+    # Corpus jobs (receiver/jobs): where Replicate reaches this receiver, and how hard to push.
+    receiver_public_url: str | None = None
+    receiver_job_max_attempts: int = Field(3, ge=1, le=20)
+    receiver_job_rate_per_minute: int = Field(600, ge=20)
+    receiver_job_poll_seconds: float = Field(1.0, gt=0)
+    receiver_max_job_bytes: int = Field(1 << 30, ge=1024)
 
     _split_lists = field_validator(
         "receiver_download_hosts", "receiver_forwarded_allow_ips", mode="before"
@@ -133,6 +154,11 @@ class Settings(BaseSettings):
     @classmethod
     def _hosts(cls, entries: list[str]) -> list[str]:
         return [check_download_host(entry) for entry in entries]
+
+    @field_validator("receiver_public_url")
+    @classmethod
+    def _public_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_public_url(url)
 
     @field_validator("receiver_forwarded_allow_ips")
     @classmethod

@@ -2,8 +2,9 @@
 
 The work is split by job: `receiver.ingest` (exactly-once recording), `receiver.file_queue`
 (the download queue), `receiver.reconcile_queries` (what the reconciler picks) and
-`receiver.reads` (the read API). `Store` holds one of each over one engine, so the HTTP layer,
-the workers and the writer process are each handed a single object.
+`receiver.reads` (the read API), and `receiver.jobs.store` (corpus jobs). `Store` holds one of
+each over one engine, so the HTTP layer, the workers and the writer process are each handed a
+single object.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine, update
 from receiver.db import DEFAULT_WAIT_SECONDS, make_engine, reading
 from receiver.file_queue import FileQueue, Job, Settlement, StoredFile, Turn
 from receiver.ingest import MAX_BATCH, Delivery, Ingest, Outcome
+from receiver.jobs.store import JobStore
 from receiver.reads import Reads, iso
 from receiver.reconcile_queries import ReconcileQueries
 from receiver.tables import heartbeat
@@ -72,7 +74,7 @@ class StoreConfig:
 
 
 class Store:
-    """One engine, four jobs. `database_url`: the URL the engine was made from, passed as is
+    """One engine, five jobs. `database_url`: the URL the engine was made from, passed as is
     to the writer process; a store built around an engine alone (as tests do) uses the engine's.
     """
 
@@ -91,6 +93,7 @@ class Store:
         self.ingest = Ingest(engine, self.queue)
         self.reconciliation = ReconcileQueries(engine)
         self.reads = Reads(reading(engine))
+        self.jobs = JobStore(engine)
 
     @classmethod
     def open(cls, config: StoreConfig) -> Store:

@@ -80,6 +80,56 @@ heartbeat = Table(
 )
 
 
+# One row per corpus job (receiver/jobs): what it runs on and how far it is.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("deployment", String(255), nullable=False),
+    Column("normalize", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),  # uploading, running, completed, canceled
+    Column("texts", Integer, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double),
+    Index("jobs_recent", "created_at", "id"),
+)
+
+# One row per chunk of a job: its texts (one prediction's input) and where they are.
+job_chunks = Table(
+    "job_chunks",
+    metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("first", Integer, nullable=False),  # the position of its first text in the job
+    Column("count", Integer, nullable=False),
+    Column("input", Text, nullable=False),  # {"ids": [...], "texts": [...]}
+    Column("digest", String(64), nullable=False),  # of the prediction input it is sent as
+    # queued, creating, running, done, failed, canceled
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Double, nullable=False),
+    Column("lease_until", Double),
+    Column("claimed_at", Double),
+    Column("prediction_id", String(255)),
+    Column("error", Text),
+    Column("finished_at", Double),
+    Index("job_chunks_ready", "state", "next_attempt_at"),
+    Index("job_chunks_prediction", "prediction_id"),
+    Index("job_chunks_digest", "digest"),
+)
+
+# Shared limits on calls to Replicate, one row each: a token bucket every process draws from.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("tokens", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("blocked_until", Double, nullable=False),  # a 429's reset hint
+)
+
+
 def dialect_insert(engine: Engine) -> Callable[[Table], Any]:
     """The engine's own INSERT: both dialects spell ON CONFLICT the same way, the core one not."""
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert

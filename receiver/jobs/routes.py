@@ -1,0 +1,173 @@
+"""The jobs API, behind the read API's bearer token: upload a job, follow it, cancel it, and
+read its results chunk by chunk (ids as JSON, vectors as the downloaded npy file)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as FastApiPath
+from fastapi.responses import FileResponse, JSONResponse
+
+from receiver.bodies import declared_size
+from receiver.context import AppContext, Context, RefusedError
+from receiver.file_response import attachment
+from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
+from receiver.jobs.runner import cancel_quietly
+from receiver.routes import reader
+from receiver.store import iso
+
+log = logging.getLogger("receiver")
+DEPLOYMENT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[a-z0-9][a-z0-9_.-]{0,127}")
+JOB_ID = re.compile(r"job_[0-9a-f]{16}")
+CHUNKS_PER_TRANSACTION = 16
+MAX_LINE_BYTES = (2 << 20) * 6 + 1024  # a 2 MiB text, every character escaped as \uXXXX
+
+job_routes = APIRouter(prefix="/jobs", dependencies=[Depends(reader)])
+
+
+def _job_view(job: dict[str, Any]) -> dict[str, Any]:
+    view = {**job, "created_at": iso(job["created_at"])}
+    view["finished_at"] = iso(job["finished_at"]) if job["finished_at"] else None
+    return view
+
+
+def _job_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        raise RefusedError(404, "no such job")
+    return job_id
+
+
+def _runs_jobs(ctx: AppContext) -> None:
+    settings = ctx.settings
+    if settings.receiver_public_url is None or settings.replicate_api_token is None:
+        raise RefusedError(
+            409,
+            "this receiver runs no jobs: set RECEIVER_PUBLIC_URL (where Replicate reaches it)"
+            " and REPLICATE_API_TOKEN",
+        )
+
+
+async def _lines(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's lines as they arrive; refused past `limit` bytes in all or a line too long."""
+    pending = b""
+    received = 0
+    async for piece in request.stream():
+        received += len(piece)
+        if received > limit:
+            raise RefusedError(413, f"job body over {limit} bytes (RECEIVER_MAX_JOB_BYTES)")
+        pending += piece
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line
+        if len(pending) > MAX_LINE_BYTES:
+            raise RefusedError(413, f"a line longer than {MAX_LINE_BYTES} bytes")
+    if pending:
+        yield pending
+
+
+async def _store_upload(
+    ctx: AppContext, job_id: str, request: Request, chunk_size: int, normalize: bool
+) -> tuple[int, int]:
+    """Check and store every line; (texts, chunks). Chunks go in a few at a time, so a large
+    upload does not hold the store's write lock for long."""
+    checker = LineChecker(jsonl=True)
+    cutter = ChunkCutter(chunk_size)
+    batch: list[Chunk] = []
+    async for line in _lines(request, ctx.settings.receiver_max_job_bytes):
+        batch += cutter.add(checker.check(line))
+        if len(batch) >= CHUNKS_PER_TRANSACTION:
+            await asyncio.to_thread(
+                ctx.store.jobs.add_chunks, job_id, normalize, batch, ctx.clock()
+            )
+            batch = []
+    checker.finish()
+    batch += cutter.end()
+    if batch:
+        await asyncio.to_thread(ctx.store.jobs.add_chunks, job_id, normalize, batch, ctx.clock())
+    return cutter.texts, cutter.chunks
+
+
+@job_routes.post("", status_code=201)
+async def submit(
+    request: Request,
+    ctx: Context,
+    deployment: Annotated[str, Query(max_length=200)],
+    chunk_size: Annotated[int, Query(ge=1, le=MAX_CHUNK_TEXTS)] = MAX_CHUNK_TEXTS,
+    normalize: bool = True,
+) -> dict[str, Any]:
+    """A job from a JSONL body; every line is checked before any prediction can start."""
+    _runs_jobs(ctx)
+    if not DEPLOYMENT.fullmatch(deployment):
+        raise RefusedError(422, "deployment must be owner/name (lower-case letters, digits, -_.)")
+    declared_size(request, ctx.settings.receiver_max_job_bytes)
+    job_id = f"job_{secrets.token_hex(8)}"
+    store = ctx.store.jobs
+    await asyncio.to_thread(store.create, job_id, deployment, normalize, ctx.clock())
+    try:
+        texts, count = await _store_upload(ctx, job_id, request, chunk_size, normalize)
+    except InputError as exc:
+        await asyncio.to_thread(store.discard, job_id)
+        raise RefusedError(422, str(exc)) from exc
+    except BaseException:  # refused, the client gone, the store down: nothing half stored
+        await asyncio.shield(asyncio.to_thread(store.discard, job_id))
+        raise
+    await asyncio.to_thread(store.start, job_id, texts, count)
+    log.info("job %s: %d texts in %d chunks on %s", job_id, texts, count, deployment)
+    return {"id": job_id, "texts": texts, "chunks": count, "deployment": deployment}
+
+
+@job_routes.get("")
+def list_jobs(ctx: Context, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    return {"items": [_job_view(job) for job in ctx.store.jobs.jobs(limit, ctx.clock())]}
+
+
+@job_routes.get("/{job_id}")
+def get_job(job_id: str, ctx: Context) -> dict[str, Any]:
+    found = ctx.store.jobs.job(_job_id(job_id), ctx.clock())
+    if found is None:
+        raise RefusedError(404, "no such job")
+    return _job_view(found)
+
+
+@job_routes.post("/{job_id}/cancel")
+def cancel_job(job_id: str, ctx: Context) -> dict[str, Any]:
+    """Queued chunks never start; running predictions are asked to stop (their results, if
+    they come, are kept out of the job)."""
+    get_job(job_id, ctx)
+    for prediction_id in ctx.store.jobs.cancel(job_id, ctx.clock()):
+        if ctx.replicate is not None:
+            cancel_quietly(ctx.replicate, prediction_id)
+    return get_job(job_id, ctx)
+
+
+@job_routes.get("/{job_id}/chunks/{n}")
+def get_chunk(
+    job_id: str, n: Annotated[int, FastApiPath(ge=0, le=10_000_000)], ctx: Context
+) -> JSONResponse:
+    chunk = ctx.store.jobs.chunk(_job_id(job_id), n)
+    if chunk is None:
+        raise RefusedError(404, "no such chunk")
+    keys = ("n", "first", "count", "state", "attempts", "prediction_id", "error", "ids")
+    return JSONResponse({key: chunk[key] for key in keys})
+
+
+@job_routes.get("/{job_id}/chunks/{n}/vectors")
+def get_vectors(
+    job_id: str, n: Annotated[int, FastApiPath(ge=0, le=10_000_000)], ctx: Context
+) -> FileResponse:
+    chunk = ctx.store.jobs.chunk(_job_id(job_id), n)
+    if chunk is None:
+        raise RefusedError(404, "no such chunk")
+    if chunk["state"] != "done" or not chunk["path"]:
+        raise RefusedError(409, f"chunk not done (state: {chunk['state']})")
+    path = Path(chunk["path"])
+    if not path.is_file():
+        raise RefusedError(410, "the chunk's file was stored but is no longer on disk")
+    return attachment(path, "application/x-npy")

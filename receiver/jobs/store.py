@@ -1,0 +1,394 @@
+"""The jobs' tables: a job and its chunks, from upload to the last downloaded file.
+
+A chunk moves queued -> creating -> running -> done, or back to queued to be tried again, or
+to failed (for good, with its error) or canceled. Every move out of `creating` or `running`
+names the attempt it settles (the claim's `attempts`): a runner whose claim ran out and was
+taken over by another settles nothing, so no chunk is done twice. The prediction behind a
+running chunk is the one whose id our own create call returned; its state comes from the
+`predictions` and `files` rows that ingest and the download worker keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+
+from receiver.jobs.items import Chunk
+from receiver.tables import files, job_chunks, jobs, predictions
+
+OPEN_CHUNK_STATES = ("queued", "creating", "running")
+FINAL_JOB_STATES = ("completed", "canceled")
+
+
+def prediction_input(texts: Sequence[str], normalize: bool) -> dict[str, Any]:
+    """What a chunk sends as the prediction's input: its texts, as vectors in an npy file."""
+    return {"texts": list(texts), "normalize": normalize, "output_format": "npy"}
+
+
+def input_digest(value: object) -> str:
+    """The same for the same input however its keys are ordered: a prediction's body, echoing
+    the input, is matched to its chunk by it."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk this runner creates a prediction for; `attempt` fences every later move."""
+
+    job_id: str
+    n: int
+    attempt: int
+    deployment: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A running chunk whose prediction is terminal: what became of it and of its file."""
+
+    job_id: str
+    n: int
+    attempt: int
+    prediction_id: str
+    status: str
+    file_state: str | None  # None: the output named no file
+    file_error: str | None
+
+
+class JobStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+
+    # Upload
+    def create(self, job_id: str, deployment: str, normalize: bool, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    deployment=deployment,
+                    normalize=normalize,
+                    state="uploading",
+                    texts=0,
+                    chunks=0,
+                    created_at=now,
+                )
+            )
+
+    def add_chunks(self, job_id: str, normalize: bool, batch: list[Chunk], now: float) -> None:
+        """Store chunks, queued, in one transaction."""
+        rows = []
+        for chunk in batch:
+            texts = [item.text for item in chunk.items]
+            ids = [item.id for item in chunk.items]
+            rows.append(
+                {
+                    "job_id": job_id,
+                    "n": chunk.n,
+                    "first": chunk.first,
+                    "count": len(texts),
+                    "input": orjson.dumps({"ids": ids, "texts": texts}).decode(),
+                    "digest": input_digest(prediction_input(texts, normalize)),
+                    "state": "queued",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+            )
+        with self.engine.begin() as conn:
+            conn.execute(insert(job_chunks), rows)
+
+    def start(self, job_id: str, texts: int, chunks: int) -> None:
+        """The upload is whole: its chunks may run."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(state="running", texts=texts, chunks=chunks)
+            )
+
+    def discard(self, job_id: str) -> None:
+        """An upload that failed half way leaves nothing behind."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
+            conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    # Reads
+    def job(self, job_id: str, now: float) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                return None
+            return self._progress(conn, row._asdict(), now)
+
+    def jobs(self, limit: int, now: float) -> list[dict[str, Any]]:
+        """Newest first."""
+        query = select(jobs).order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [self._progress(conn, row._asdict(), now) for row in conn.execute(query)]
+
+    def _progress(self, conn: Connection, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """Texts done of the total, the rate over the last minute, the time left at that rate,
+        chunks by state and the errors of failed ones."""
+        by_state = {
+            state: {"chunks": chunks, "texts": int(texts or 0)}
+            for state, chunks, texts in conn.execute(
+                select(job_chunks.c.state, func.count(), func.sum(job_chunks.c.count))
+                .where(job_chunks.c.job_id == job["id"])
+                .group_by(job_chunks.c.state)
+            )
+        }
+        recent = conn.execute(
+            select(func.sum(job_chunks.c.count)).where(
+                job_chunks.c.job_id == job["id"],
+                job_chunks.c.state == "done",
+                job_chunks.c.finished_at >= now - 60,
+            )
+        ).scalar()
+        failed = conn.execute(
+            select(job_chunks.c.n, job_chunks.c.first, job_chunks.c.count, job_chunks.c.error)
+            .where(job_chunks.c.job_id == job["id"], job_chunks.c.state == "failed")
+            .order_by(job_chunks.c.n)
+            .limit(20)
+        ).all()
+        done = by_state.get("done", {}).get("texts", 0)
+        failed_texts = by_state.get("failed", {}).get("texts", 0)
+        rate = (recent or 0) / 60
+        left = job["texts"] - done - failed_texts
+        running = job["state"] == "running"
+        return {
+            **job,
+            "done_texts": done,
+            "failed_texts": failed_texts,
+            "texts_per_second": rate,
+            "eta_seconds": left / rate if running and rate > 0 else None,
+            "chunk_states": {state: value["chunks"] for state, value in by_state.items()},
+            "failed_chunks": [row._asdict() for row in failed],
+        }
+
+    def chunk(self, job_id: str, n: int) -> dict[str, Any] | None:
+        """One chunk with its ids, and its file's path once downloaded."""
+        query = (
+            select(job_chunks, files.c.path, files.c.state.label("file_state"))
+            .outerjoin(
+                files, and_(files.c.prediction_id == job_chunks.c.prediction_id, files.c.n == 0)
+            )
+            .where(job_chunks.c.job_id == job_id, job_chunks.c.n == n)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        found = row._asdict()
+        found["ids"] = orjson.loads(found.pop("input"))["ids"]
+        return found
+
+    # Cancel
+    def cancel(self, job_id: str, now: float) -> list[str]:
+        """Cancel a job's open chunks; the prediction ids of those that were running."""
+        with self.engine.begin() as conn:
+            running = list(
+                conn.execute(
+                    select(job_chunks.c.prediction_id).where(
+                        job_chunks.c.job_id == job_id,
+                        job_chunks.c.state == "running",
+                    )
+                ).scalars()
+            )
+            conn.execute(
+                update(job_chunks)
+                .where(job_chunks.c.job_id == job_id, job_chunks.c.state.in_(OPEN_CHUNK_STATES))
+                .values(state="canceled", finished_at=now, lease_until=None)
+            )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state.not_in(FINAL_JOB_STATES))
+                .values(state="canceled", finished_at=now)
+            )
+        return [pid for pid in running if pid]
+
+    # The runner
+    def claim(self, now: float, lease: float, limit: int) -> list[Claim]:
+        """Up to `limit` queued chunks of running jobs, due now, oldest first: each is this
+        runner's until `now + lease` (PostgreSQL: rows another runner is claiming are skipped)."""
+        query = (
+            select(
+                job_chunks.c.job_id,
+                job_chunks.c.n,
+                job_chunks.c.attempts,
+                job_chunks.c.input,
+                jobs.c.deployment,
+                jobs.c.normalize,
+            )
+            .join(jobs, jobs.c.id == job_chunks.c.job_id)
+            .where(
+                job_chunks.c.state == "queued",
+                job_chunks.c.next_attempt_at <= now,
+                jobs.c.state == "running",
+            )
+            .order_by(job_chunks.c.next_attempt_at, job_chunks.c.job_id, job_chunks.c.n)
+            .limit(limit)
+        )
+        if self.postgres:
+            query = query.with_for_update(of=job_chunks, skip_locked=True)
+        claims = []
+        with self.engine.begin() as conn:
+            for row in conn.execute(query).all():
+                attempt = row.attempts + 1
+                conn.execute(
+                    update(job_chunks)
+                    .where(job_chunks.c.job_id == row.job_id, job_chunks.c.n == row.n)
+                    .values(
+                        state="creating",
+                        attempts=attempt,
+                        lease_until=now + lease,
+                        claimed_at=now,
+                    )
+                )
+                texts = orjson.loads(row.input)["texts"]
+                claims.append(
+                    Claim(
+                        row.job_id,
+                        row.n,
+                        attempt,
+                        row.deployment,
+                        prediction_input(texts, row.normalize),
+                    )
+                )
+        return claims
+
+    def _move(self, job_id: str, n: int, attempt: int, current: str, **values: Any) -> bool:
+        """Change one chunk in state `current` if this attempt still holds it."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(job_chunks)
+                .where(
+                    job_chunks.c.job_id == job_id,
+                    job_chunks.c.n == n,
+                    job_chunks.c.attempts == attempt,
+                    job_chunks.c.state == current,
+                )
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> bool:
+        """The chunk's prediction is this one: the chunk follows it to its file."""
+        return self._move(
+            job_id,
+            n,
+            attempt,
+            "creating",
+            state="running",
+            prediction_id=prediction_id,
+            lease_until=None,
+        )
+
+    def retry(
+        self, job_id: str, n: int, attempt: int, current: str, at: float, counted: bool = True
+    ) -> bool:
+        """Queue the chunk again from `at`; an attempt that never reached Replicate (throttled,
+        stopped) is not counted."""
+        return self._move(
+            job_id,
+            n,
+            attempt,
+            current,
+            state="queued",
+            attempts=attempt if counted else attempt - 1,
+            next_attempt_at=at,
+            lease_until=None,
+            prediction_id=None,
+        )
+
+    def finish(
+        self,
+        job_id: str,
+        n: int,
+        attempt: int,
+        current: str,
+        outcome: str,
+        error: str | None,
+        now: float,
+    ) -> bool:
+        """The chunk is done, or failed for good with `error`."""
+        return self._move(
+            job_id,
+            n,
+            attempt,
+            current,
+            state=outcome,
+            error=error,
+            finished_at=now,
+            lease_until=None,
+        )
+
+    def expired(self, now: float, limit: int) -> list[tuple[str, int, int]]:
+        """Chunks left in `creating` by a runner that stopped (its lease ran out)."""
+        query = (
+            select(job_chunks.c.job_id, job_chunks.c.n, job_chunks.c.attempts)
+            .where(job_chunks.c.state == "creating", job_chunks.c.lease_until < now)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(row.job_id, row.n, row.attempts) for row in conn.execute(query)]
+
+    def finished(self, limit: int) -> list[Finished]:
+        """Running chunks whose prediction is terminal, with their file's state."""
+        query = (
+            select(
+                job_chunks.c.job_id,
+                job_chunks.c.n,
+                job_chunks.c.attempts,
+                job_chunks.c.prediction_id,
+                predictions.c.status,
+                files.c.state.label("file_state"),
+                files.c.last_error,
+            )
+            .join(predictions, predictions.c.id == job_chunks.c.prediction_id)
+            .outerjoin(
+                files, and_(files.c.prediction_id == job_chunks.c.prediction_id, files.c.n == 0)
+            )
+            .where(job_chunks.c.state == "running", predictions.c.terminal)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                Finished(
+                    row.job_id,
+                    row.n,
+                    row.attempts,
+                    row.prediction_id,
+                    row.status,
+                    row.file_state,
+                    row.last_error,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def prediction_error(self, prediction_id: str) -> str:
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                select(predictions.c.body).where(predictions.c.id == prediction_id)
+            ).scalar()
+        error = orjson.loads(body or "null") or {}
+        return str(error.get("error") or error.get("status") or "no error given")
+
+    def complete_jobs(self, now: float) -> int:
+        """Running jobs without an open chunk are completed."""
+        open_chunk = (
+            select(job_chunks.c.n)
+            .where(job_chunks.c.job_id == jobs.c.id, job_chunks.c.state.in_(OPEN_CHUNK_STATES))
+            .exists()
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.state == "running", ~open_chunk)
+                .values(state="completed", finished_at=now)
+            )
+        return result.rowcount

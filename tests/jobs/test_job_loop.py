@@ -1,0 +1,135 @@
+"""A corpus job offline, end to end: the CLI uploads a file to a real receiver process, which
+runs it on a deployment of the stand-in (predictions on the real Cog server, npy outputs
+uploaded to the stand-in, webhooks back, files downloaded), and writes the vectors back in
+input order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from embedder.engine import Embedder
+from localcog.loopback import free_port
+from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
+from standin.memory import StandIn
+from tests.support.commands import CLEAN_ENV, run_module
+from tests.support.embeddings import WEIGHTS, cosines
+from tests.support.receiving import READ_TOKEN
+from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN, standin_env
+
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory, schema_file: Path) -> Iterator[StandIn]:
+    logs = tmp_path_factory.mktemp("local")
+    with local_replicate(logs, STANDIN_TOKEN, STANDIN_SECRET, RETRY_DELAYS) as standin:
+        yield standin
+
+
+@pytest.fixture(scope="module")
+def deployment(local: StandIn) -> str:
+    env = {**standin_env(local.base_url), "MODEL": MODEL, "DEPLOYMENT": "local/jobs"}
+    result = run_module("ship.deploy", env={**env, "HARDWARE": "cpu"})
+    assert result.returncode == 0, result.stderr
+    return "local/jobs"
+
+
+@pytest.fixture
+def collector(local: StandIn, tmp_path: Path) -> Iterator[ReceiverProcess]:
+    """A receiver process that runs jobs: it names itself as the webhook's address."""
+    port = free_port()
+    env = {
+        **CLEAN_ENV,
+        **standin_env(local.base_url),
+        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "RECEIVER_API_TOKEN": READ_TOKEN,
+        "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "RECEIVER_DOWNLOAD_HOSTS": local.base_url,
+        "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RECEIVER_WORKER_POLL_SECONDS": "0.1",
+        "RECEIVER_JOB_POLL_SECONDS": "0.1",
+    }
+    with ExitStack() as stack:
+        yield stack.enter_context(receiver_process(env, tmp_path / "receiver.log", port))
+
+
+def jobs_cli(receiver: ReceiverProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"RECEIVER_URL": receiver.url, "RECEIVER_API_TOKEN": READ_TOKEN}
+    return run_module("receiver", "jobs", *args, env=env, timeout=600)
+
+
+def corpus(count: int) -> list[str]:
+    words = ["river", "quantum", "bread", "violin", "glacier", "tax", "orbit", "poem", "chess"]
+    rng = np.random.default_rng(7)
+    return [
+        " ".join(rng.choice(words, size=int(rng.integers(1, 12)))) + f" #{i}" for i in range(count)
+    ]
+
+
+def test_a_job_comes_back_in_input_order_equal_to_direct_embeddings(
+    collector: ReceiverProcess, deployment: str, tmp_path: Path
+) -> None:
+    texts = corpus(2000)
+    ids = [f"doc-{(i * 7919) % 2000:04d}" for i in range(len(texts))]  # not sorted: order kept
+    source = tmp_path / "corpus.jsonl"
+    source.write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts, strict=True))
+    )
+
+    submitted = jobs_cli(
+        collector, "submit", str(source), "--deployment", deployment, "--chunk-size", "256"
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    assert "2000 texts in 8 chunks" in submitted.stderr
+
+    watched = jobs_cli(collector, "watch", job_id, "--interval", "0.2")
+    assert watched.returncode == 0, watched.stderr + watched.stdout
+    assert f"{job_id}: all 2000 texts embedded" in watched.stdout
+
+    npy = tmp_path / "out.npy"
+    written = jobs_cli(collector, "results", job_id, "--output", str(npy))
+    assert written.returncode == 0, written.stderr
+    vectors = np.load(npy)
+    got_ids = [
+        json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()
+    ]
+    assert got_ids == ids
+    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
+    assert vectors.shape == (2000, 384)
+    assert cosines(vectors, expected).min() >= 0.999
+
+    parquet = tmp_path / "out.parquet"
+    assert jobs_cli(collector, "results", job_id, "--output", str(parquet)).returncode == 0
+    table = pq.read_table(parquet)
+    assert table.column("id").to_pylist() == ids
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
+    assert np.array_equal(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), vectors
+    )
+
+
+def test_a_bad_file_is_refused_with_its_line_and_creates_nothing(
+    collector: ReceiverProcess, deployment: str, local: StandIn, tmp_path: Path
+) -> None:
+    source = tmp_path / "bad.jsonl"
+    source.write_text('{"id": "a", "text": "fine"}\n{"id": "a", "text": "again"}\n')
+    before = len(local.predictions)
+    refused = jobs_cli(collector, "submit", str(source), "--deployment", deployment)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"receiver: {source}: line 2: duplicate id 'a'"
+    listed = jobs_cli(collector, "list")
+    assert listed.returncode == 0
+    assert listed.stdout == ""
+    assert len(local.predictions) == before
