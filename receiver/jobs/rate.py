@@ -3,7 +3,8 @@ receiver process on one database: a token bucket kept in one `rate_limits` row.
 
 A bucket of `burst` tokens refilled at r a second lets through at most burst + 60 r in any
 minute, so r is (limit - burst) / 60: never over the limit in any window, not only on average.
-A 429 empties the bucket and blocks it until the reset Replicate names.
+A 429 blocks the bucket until the reset Replicate names; from then on, one call and the steady
+rate (no burst: Replicate has just said the account is at its limit).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class SharedRateLimit:
         return 0.0 if granted else (1 - tokens) / self.per_second
 
     def block(self, until: float, now: float) -> None:
-        """Replicate said 429: nobody creates until `until`, and then from an empty bucket."""
+        """Replicate said 429: nobody creates until `until`, then one call and the steady rate."""
         with self.engine.begin() as conn:
             row = conn.execute(self._locked).first()
             if row is None:
@@ -62,7 +63,7 @@ class SharedRateLimit:
                 update(rate_limits)
                 .where(rate_limits.c.name == self.name)
                 .values(
-                    tokens=0.0,
+                    tokens=1.0,  # counted from `until`: one call then
                     updated_at=max(until, now),
                     blocked_until=max(until, row.blocked_until),
                 )

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse
 
-from receiver.bodies import declared_size
 from receiver.context import AppContext, Context, RefusedError
 from receiver.file_response import attachment
 from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
@@ -54,6 +53,18 @@ def _runs_jobs(ctx: AppContext) -> None:
         )
 
 
+def _too_big(limit: int) -> RefusedError:
+    return RefusedError(413, f"job body over {limit} bytes (RECEIVER_MAX_JOB_BYTES)")
+
+
+def _check_declared_size(request: Request, limit: int) -> None:
+    """A declared length over the limit is refused before a byte is read; an undeclared
+    (chunked) body is counted as it arrives."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_big(limit)
+
+
 async def _lines(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body's lines as they arrive; refused past `limit` bytes in all or a line too long."""
     pending = b""
@@ -61,7 +72,7 @@ async def _lines(request: Request, limit: int) -> AsyncIterator[bytes]:
     async for piece in request.stream():
         received += len(piece)
         if received > limit:
-            raise RefusedError(413, f"job body over {limit} bytes (RECEIVER_MAX_JOB_BYTES)")
+            raise _too_big(limit)
         pending += piece
         *lines, pending = pending.split(b"\n")
         for line in lines:
@@ -106,7 +117,7 @@ async def submit(
     _runs_jobs(ctx)
     if not DEPLOYMENT.fullmatch(deployment):
         raise RefusedError(422, "deployment must be owner/name (lower-case letters, digits, -_.)")
-    declared_size(request, ctx.settings.receiver_max_job_bytes)
+    _check_declared_size(request, ctx.settings.receiver_max_job_bytes)
     job_id = f"job_{secrets.token_hex(8)}"
     store = ctx.store.jobs
     await asyncio.to_thread(store.create, job_id, deployment, normalize, ctx.clock())

@@ -167,6 +167,8 @@ class JobRunner:
         }
         try:
             body = self.api.create(claim.deployment, payload)
+        except ThrottledError:
+            raise  # the whole batch waits: _dispatch
         except ReplicateError as exc:  # refused: the same request would be refused again
             reason = f"Replicate refused the prediction: {exc.status} {exc.detail or exc.title}"
             self.jobs.finish(

@@ -1,0 +1,147 @@
+"""The job runner, one step at a time on a clock the test moves: the shared creation limit,
+429s, retries, a runner that stopped half way, and what a replayed delivery cannot do."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from receiver.jobs.rate import SharedRateLimit
+from receiver.jobs.runner import CREATE_LEASE_SECONDS, JobRunner
+from receiver.jobs.store import prediction_input
+from receiver.store import Store
+from tests.support.jobs import JobRig
+from tests.support.receiving import READ_TOKEN, deliver, read
+
+AUTH = {"authorization": f"Bearer {READ_TOKEN}"}
+
+
+def submit(rig: JobRig, texts: int, chunk_size: int) -> str:
+    body = b"".join(
+        json.dumps({"id": f"t{i}", "text": f"text {i}"}).encode() + b"\n" for i in range(texts)
+    )
+    params = {"deployment": rig.deployment, "chunk_size": chunk_size}
+    response = httpx.post(f"{rig.url}/jobs", params=params, content=body, headers=AUTH)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def job(rig: JobRig, job_id: str) -> dict[str, Any]:
+    found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}").json()
+    return found
+
+
+def created(rig: JobRig) -> list[dict[str, Any]]:
+    return list(rig.standin.predictions.values())
+
+
+def end(rig: JobRig, prediction: dict[str, Any], status: str, error: str | None) -> None:
+    """Replicate's terminal webhook for the prediction, signed, into the receiver."""
+    body = {**prediction, "status": status, "error": error}
+    assert deliver(rig.url, body, timestamp=rig.clock.now).status_code == 200
+
+
+def test_creation_never_outruns_the_limit_shared_by_every_runner(rig: JobRig) -> None:
+    submit(rig, texts=40, chunk_size=2)  # 20 chunks
+    other = Store.open(rig.store.config)  # another receiver process on the same database
+    other_runner = JobRunner(
+        other,
+        rig.runner.api,
+        webhook_url=rig.runner.webhook_url,
+        limit=SharedRateLimit(other.engine, "predictions.create", 70),
+        max_attempts=3,
+        clock=rig.clock,
+    )
+    assert rig.runner.step() is True
+    assert len(created(rig)) == 10  # the burst
+    assert other_runner.step() is False  # the same bucket, empty
+    rig.clock.now += 1.0  # 70 a minute, less the burst: one a second
+    assert other_runner.step() is True
+    assert len(created(rig)) == 11
+    rig.clock.now += 4.5
+    rig.runner.step()
+    assert len(created(rig)) == 15
+    other.engine.dispose()
+
+
+def test_a_429_puts_the_chunks_back_uncounted_until_its_reset(rig: JobRig) -> None:
+    job_id = submit(rig, texts=3, chunk_size=1)
+    rig.standin.throttled = 1  # the next API call answers 429, reset in 1 s
+    assert rig.runner.step() is False
+    assert created(rig) == []
+    chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
+    assert (chunk["state"], chunk["attempts"]) == ("queued", 0)
+    rig.clock.now += 0.5
+    rig.runner.step()
+    assert created(rig) == []  # the reset has not come
+    rig.clock.now += 0.6
+    assert rig.runner.step() is True
+    assert len(created(rig)) == 1  # one call at the reset, then the steady rate: no burst
+    rig.clock.now += 2.0
+    rig.runner.step()
+    assert len(created(rig)) == 3
+
+
+def test_a_failed_prediction_is_tried_again_then_fails_for_good_with_its_error(
+    rig: JobRig,
+) -> None:
+    job_id = submit(rig, texts=2, chunk_size=2)
+    for attempt in range(1, 4):
+        rig.runner.step()
+        assert len(created(rig)) == attempt
+        end(rig, created(rig)[-1], "failed", "CUDA out of memory")
+        rig.runner.step()  # sees the failure: queued again after a backoff, or failed
+        rig.runner.step()
+        assert len(created(rig)) == attempt  # not before the backoff
+        rig.clock.now += 200
+    shown = job(rig, job_id)
+    assert shown["state"] == "completed"
+    assert (shown["done_texts"], shown["failed_texts"]) == (0, 2)
+    [failed] = shown["failed_chunks"]
+    assert failed["error"] == "prediction failed: CUDA out of memory (after 3 attempts)"
+    assert len(created(rig)) == 3
+
+
+def test_a_runner_that_stopped_after_creating_is_followed_by_its_recorded_input(
+    rig: JobRig,
+) -> None:
+    job_id = submit(rig, texts=2, chunk_size=2)
+    # What a runner does up to the moment it dies: claim, create, record; never follow.
+    [claim] = rig.store.jobs.claim(rig.clock.now, CREATE_LEASE_SECONDS, 10)
+    payload = {"input": claim.input, "webhook": rig.runner.webhook_url}
+    body = rig.runner.api.create(claim.deployment, payload)
+    rig.store.record(f"create:{body['id']}", body, rig.clock.now, source="create")
+    # Replayed signed deliveries that must not be taken for it: the same texts on another
+    # deployment, and this deployment with other texts.
+    rig.clock.now += 1
+    same_texts = {**body, "id": "elsewhere1", "deployment": "someone/else", "status": "succeeded"}
+    other_texts = {
+        **body,
+        "id": "othertexts1",
+        "input": prediction_input(["text 0", "text X"], True),
+        "status": "succeeded",
+    }
+    for decoy in (same_texts, other_texts):
+        assert deliver(rig.url, decoy, timestamp=rig.clock.now).status_code == 200
+
+    rig.clock.now += CREATE_LEASE_SECONDS
+    rig.runner.step()
+    chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
+    assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
+        "running",
+        body["id"],
+        1,
+    )
+    assert len(created(rig)) == 1  # found, not created twice
+
+
+def test_a_stopped_runner_whose_prediction_never_came_is_queued_again(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    rig.store.jobs.claim(rig.clock.now, CREATE_LEASE_SECONDS, 10)  # and then it died
+    rig.clock.now += CREATE_LEASE_SECONDS + 1
+    rig.runner.step()
+    chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
+    assert (chunk["state"], chunk["attempts"]) == ("running", 2)
+    assert len(created(rig)) == 1
