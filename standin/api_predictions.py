@@ -7,6 +7,7 @@ names a webhook, subscribed on the dispatcher's sender, as Replicate would deliv
 from __future__ import annotations
 
 import base64
+import math
 import os
 from typing import Any
 
@@ -51,6 +52,14 @@ def check_prediction_request(body: Any, version: dict[str, Any]) -> None:
         raise ProblemError(422, "Invalid input", f"{where}: {exc.message}") from exc
 
 
+def throttled(wait: float) -> ProblemError:
+    """Replicate's 429 at its creation limit: the detail says when, as its own does."""
+    seconds = max(1, math.ceil(wait))
+    unit = "second" if seconds == 1 else "seconds"
+    detail = f"Request was throttled. Expected available in {seconds} {unit}."
+    return ProblemError(429, "Too Many Requests", detail, {"Retry-After": str(seconds)})
+
+
 def prediction_of(memory: StandIn, prediction_id: str) -> dict[str, Any]:
     """The prediction `prediction_id`, or Replicate's 404 problem."""
     found = memory.predictions.get(prediction_id)
@@ -63,6 +72,9 @@ def prediction_of(memory: StandIn, prediction_id: str) -> dict[str, Any]:
 async def create_prediction(
     memory: Memory, dispatcher: Dispatch, owner: str, name: str, request: Request
 ) -> dict[str, Any]:
+    wait = memory.throttle_creation()  # every creation request counts, as at Replicate's door
+    if wait is not None:
+        raise throttled(wait)
     current = deployment_of(memory, owner, name)["current_release"]
     body = await json_body(request)
     check_prediction_request(body, version_of(memory, current["model"], current["version"]))

@@ -66,7 +66,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
     """Errors in Replicate's shape: RFC 7807 problem details."""
     body = {"title": exc.title, "detail": exc.detail, "status": exc.status}
-    return JSONResponse(body, exc.status)
+    return JSONResponse(body, exc.status, headers=exc.headers)
 
 
 async def _authenticate(

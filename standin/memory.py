@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import json
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,11 +31,14 @@ def seconds_between(start: str, end: str) -> float:
 class ProblemError(Exception):
     """An answer in Replicate's error shape: RFC 7807 problem details."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.headers = headers or {}
 
 
 def not_found(what: str) -> ProblemError:
@@ -56,6 +61,13 @@ class StandIn:
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    uploaded_at: dict[str, float] = field(default_factory=dict)  # by file key, on `clock`
+    # Replicate's limits: creations a minute per account (a sliding minute, as the stand-in
+    # counts it), and an output file is gone an hour after it was made.
+    creations_per_minute: int = 600
+    output_retention_seconds: float = 3600
+    clock: Callable[[], float] = time.time  # tests move it to age files and the window
+    creations: deque[float] = field(default_factory=deque)
     attempts: list[Attempt] = field(default_factory=list)
     throttled: int = 0  # answer this many API requests with 429, as a busy Replicate would
     hold_completions: bool = False  # keep terminal states from Cog until release_completions()
@@ -74,6 +86,16 @@ class StandIn:
         if not any(v["id"] == version_id for v in versions):
             versions.insert(0, _version(version_id, openapi_schema))
         return version_id
+
+    def throttle_creation(self) -> float | None:
+        """Count one creation now; or, at the limit, the seconds until the window has room."""
+        now = self.clock()
+        while self.creations and self.creations[0] <= now - 60:
+            self.creations.popleft()
+        if len(self.creations) >= self.creations_per_minute:
+            return self.creations[0] + 60 - now
+        self.creations.append(now)
+        return None
 
     def put(self, prediction_id: str, status: str, **fields: Any) -> dict[str, Any]:
         """Create or replace a prediction, filling the fields Replicate always returns."""

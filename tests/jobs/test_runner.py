@@ -145,3 +145,29 @@ def test_a_stopped_runner_whose_prediction_never_came_is_queued_again(rig: JobRi
     chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
     assert (chunk["state"], chunk["attempts"]) == ("running", 2)
     assert len(created(rig)) == 1
+
+
+def test_a_429_storm_from_replicates_own_limit_ends_with_each_chunk_created_once(
+    rig: JobRig,
+) -> None:
+    """The receiver's limit set above Replicate's (as when another client shares the
+    account): Replicate's 429s and their resets pace it, and nothing is created twice."""
+    rig.standin.clock = rig.clock
+    rig.standin.creations_per_minute = 4
+    job_id = submit(rig, texts=10, chunk_size=1)
+    rig.runner.step()
+    assert len(created(rig)) == 4  # the fifth call met 429: the rest wait for its reset
+    rig.runner.step()
+    assert len(created(rig)) == 4
+    minutes = 0
+    while len(created(rig)) < 10 and minutes < 10:
+        before = len(created(rig))
+        rig.clock.now += 61
+        rig.runner.step()
+        assert 1 <= len(created(rig)) - before <= 4  # progress, never past Replicate's limit
+        minutes += 1
+    chunks = [read(rig.url, f"/jobs/{job_id}/chunks/{n}").json() for n in range(10)]
+    assert {c["state"] for c in chunks} == {"running"}
+    assert [c["attempts"] for c in chunks] == [1] * 10  # a throttled call is not an attempt
+    followed = {c["prediction_id"] for c in chunks}
+    assert followed == set(rig.standin.predictions)  # ten predictions, one for each chunk

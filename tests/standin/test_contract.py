@@ -197,3 +197,40 @@ def test_a_prediction_cog_never_finishes_is_canceled_at_the_deadline(
     done = sink.wait_for(lambda e: e["id"] == created["id"] and e.get("status") == "canceled")
     assert done["error"] == "deadline reached"
     validate(done, "/predictions/{prediction_id}", "get")
+
+
+def test_creations_past_the_limit_get_replicates_429_until_the_minute_has_room(
+    registered: RegisteredModel,
+) -> None:
+    memory = registered.memory
+    create_deployment(registered.url, "busy", registered.version)
+    now = [1_000_000.0]
+    memory.clock = lambda: now[0]
+    memory.creations_per_minute = 3
+    url = f"{registered.url}/v1/deployments/local/busy/predictions"
+
+    def create() -> httpx.Response:
+        return httpx.post(url, json={"input": {"texts": ["a"]}}, headers=AUTH)
+
+    for second in range(3):
+        now[0] = 1_000_000.0 + 10 * second
+        assert create().status_code == 201
+    refused = create()
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "40"  # the first of the three leaves the window
+    assert refused.json()["detail"] == "Request was throttled. Expected available in 40 seconds."
+    now[0] = 1_000_060.5
+    assert create().status_code == 201
+
+
+def test_an_output_file_is_gone_an_hour_after_it_was_made(registered: RegisteredModel) -> None:
+    memory = registered.memory
+    now = [1_000_000.0]
+    memory.clock = lambda: now[0]
+    stored = httpx.put(f"{registered.url}/_uploads/embeddings.npy", content=b"npy bytes")
+    location = stored.headers["location"]
+    assert httpx.get(location).content == b"npy bytes"
+    now[0] += 3599
+    assert httpx.get(location).status_code == 200
+    now[0] += 2
+    assert httpx.get(location).status_code == 404
