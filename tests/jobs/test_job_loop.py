@@ -19,6 +19,7 @@ import torch
 
 from embedder.engine import Embedder
 from localcog.loopback import free_port
+from localcog.postgres import scratch_database
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV, run_module
@@ -44,23 +45,30 @@ def deployment(local: StandIn) -> str:
     return "local/jobs"
 
 
-@pytest.fixture
-def collector(local: StandIn, tmp_path: Path) -> Iterator[ReceiverProcess]:
+def job_receiver(
+    stack: ExitStack, local: StandIn, database_url: str, outputs: Path, log: Path
+) -> ReceiverProcess:
     """A receiver process that runs jobs: it names itself as the webhook's address."""
     port = free_port()
     env = {
         **CLEAN_ENV,
         **standin_env(local.base_url),
-        "RECEIVER_DATABASE_URL": f"sqlite:///{tmp_path / 'receiver.db'}",
+        "RECEIVER_DATABASE_URL": database_url,
         "RECEIVER_API_TOKEN": READ_TOKEN,
-        "RECEIVER_OUTPUT_DIR": str(tmp_path / "outputs"),
+        "RECEIVER_OUTPUT_DIR": str(outputs),
         "RECEIVER_DOWNLOAD_HOSTS": local.base_url,
         "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "RECEIVER_WORKER_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_POLL_SECONDS": "0.1",
     }
+    return stack.enter_context(receiver_process(env, log, port))
+
+
+@pytest.fixture
+def collector(local: StandIn, tmp_path: Path) -> Iterator[ReceiverProcess]:
+    database = f"sqlite:///{tmp_path / 'receiver.db'}"
     with ExitStack() as stack:
-        yield stack.enter_context(receiver_process(env, tmp_path / "receiver.log", port))
+        yield job_receiver(stack, local, database, tmp_path / "outputs", tmp_path / "r.log")
 
 
 def jobs_cli(receiver: ReceiverProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -133,3 +141,32 @@ def test_a_bad_file_is_refused_with_its_line_and_creates_nothing(
     assert listed.returncode == 0
     assert listed.stdout == ""
     assert len(local.predictions) == before
+
+
+def test_two_receivers_on_one_postgresql_do_no_chunk_twice(
+    local: StandIn, deployment: str, tmp_path: Path
+) -> None:
+    """Both run the job (the same tables, the same creation limit); the files land in one
+    shared folder, as a shared volume holds them in production."""
+    texts = corpus(600)
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(f"{text}\n" for text in texts))
+    before = set(local.predictions)
+    with scratch_database() as database, ExitStack() as stack:
+        first = job_receiver(stack, local, database, tmp_path / "outputs", tmp_path / "a.log")
+        job_receiver(stack, local, database, tmp_path / "outputs", tmp_path / "b.log")
+        submitted = jobs_cli(
+            first, "submit", str(source), "--deployment", deployment, "--chunk-size", "25"
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        watched = jobs_cli(first, "watch", job_id, "--interval", "0.2")
+        assert watched.returncode == 0, watched.stderr + watched.stdout
+        npy = tmp_path / "out.npy"
+        assert jobs_cli(first, "results", job_id, "--output", str(npy)).returncode == 0
+    created = [local.predictions[p] for p in set(local.predictions) - before]
+    assert len(created) == 24  # one prediction a chunk: none created twice
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
+    assert ids == [str(n) for n in range(1, 601)]  # plain text: ids are line numbers
+    expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
+    assert cosines(np.load(npy), expected).min() >= 0.999
