@@ -62,14 +62,14 @@ def retry_after(headers: Any, detail: str) -> float:
 
 
 def create_prediction(
-    settings: Settings, deployment: str, payload: dict[str, Any]
+    settings: Settings, deployment: str, payload: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
     """POST a prediction to a deployment; raises ThrottledError on 429 and ReplicateError
     on any other refusal. The raw response, not the client's model: its headers carry the
     reset hint that `deployments.predictions.create` drops."""
     owner, _, name = deployment.partition("/")
     path = f"/v1/deployments/{quote(owner, safe='')}/{quote(name, safe='')}/predictions"
-    response = client(settings)._client.request("POST", path, json=payload)
+    response = client(settings)._client.request("POST", path, json=payload, timeout=timeout)
     if response.status_code == 429:
         raise ThrottledError(retry_after(response.headers, response.text))
     if response.status_code >= 400:
@@ -83,13 +83,15 @@ def cancel_prediction(settings: Settings, prediction_id: str) -> None:
 
 
 class Replicate:
-    """The calls corpus jobs make, bound to the receiver's settings."""
+    """The calls corpus jobs make, bound to the receiver's settings. A create call gives up
+    after a quarter of RECEIVER_JOB_CLAIM_SECONDS: a claim always outlives the call it covers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.create_timeout = settings.receiver_job_claim_seconds / 4
 
     def create(self, deployment: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return create_prediction(self.settings, deployment, payload)
+        return create_prediction(self.settings, deployment, payload, self.create_timeout)
 
     def cancel(self, prediction_id: str) -> None:
         cancel_prediction(self.settings, prediction_id)

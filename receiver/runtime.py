@@ -62,4 +62,5 @@ def job_runner(store: Store, settings: Settings) -> JobRunner:
             store.engine, "predictions.create", settings.receiver_job_rate_per_minute
         ),
         max_attempts=settings.receiver_job_max_attempts,
+        claim_seconds=settings.receiver_job_claim_seconds,
     )

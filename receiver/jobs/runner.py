@@ -31,9 +31,6 @@ from receiver.tables import job_chunks, jobs, predictions
 
 log = logging.getLogger("receiver")
 CLAIM_BATCH = 20
-# A claim outlives any create call (the client's timeout is 30 s): a chunk is taken over only
-# from a runner that stopped, never from one still waiting for Replicate's answer.
-CREATE_LEASE_SECONDS = 120
 FOLLOW_BATCH = 500
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
 WEBHOOK_EVENTS = ["completed"]  # the receiver needs the end only
@@ -53,14 +50,19 @@ class JobRunner:
         webhook_url: str,
         limit: SharedRateLimit,
         max_attempts: int,
+        claim_seconds: float = 120,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`claim_seconds`: how long a chunk being created stays this runner's. It outlives
+        the create call (Replicate.create gives up after a quarter of it), so a chunk is taken
+        over only from a runner that stopped, never from one still waiting for an answer."""
         self.store = store
         self.jobs: JobStore = store.jobs
         self.api = api
         self.webhook_url = webhook_url
         self.limit = limit
         self.max_attempts = max_attempts
+        self.claim_seconds = claim_seconds
         self.clock = clock
 
     def step(self) -> bool:
@@ -143,7 +145,7 @@ class JobRunner:
 
     # (3) new predictions
     def _dispatch(self) -> int:
-        claims = self.jobs.claim(self.clock(), CREATE_LEASE_SECONDS, CLAIM_BATCH)
+        claims = self.jobs.claim(self.clock(), self.claim_seconds, CLAIM_BATCH)
         created = 0
         for index, claim in enumerate(claims):
             wait = self.limit.take(self.clock())

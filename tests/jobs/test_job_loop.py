@@ -6,7 +6,9 @@ input order."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +22,7 @@ import torch
 from embedder.engine import Embedder
 from localcog.loopback import free_port
 from localcog.postgres import scratch_database
+from receiver.store import Store, StoreConfig
 from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_process
 from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV, run_module
@@ -46,10 +49,16 @@ def deployment(local: StandIn) -> str:
 
 
 def job_receiver(
-    stack: ExitStack, local: StandIn, database_url: str, outputs: Path, log: Path
+    stack: ExitStack,
+    local: StandIn,
+    database_url: str,
+    outputs: Path,
+    log: Path,
+    port: int | None = None,
 ) -> ReceiverProcess:
-    """A receiver process that runs jobs: it names itself as the webhook's address."""
-    port = free_port()
+    """A receiver process that runs jobs: it names itself as the webhook's address. Missed
+    webhooks are reconciled within a second; a dead runner's chunks are taken over in 4 s."""
+    port = port or free_port()
     env = {
         **CLEAN_ENV,
         **standin_env(local.base_url),
@@ -60,6 +69,9 @@ def job_receiver(
         "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "RECEIVER_WORKER_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_POLL_SECONDS": "0.1",
+        "RECEIVER_JOB_CLAIM_SECONDS": "4",
+        "RECEIVER_RECONCILE_AFTER_SECONDS": "0.5",
+        "RECEIVER_RECONCILE_INTERVAL_SECONDS": "0.2",
     }
     return stack.enter_context(receiver_process(env, log, port))
 
@@ -168,5 +180,49 @@ def test_two_receivers_on_one_postgresql_do_no_chunk_twice(
     assert len(created) == 24  # one prediction a chunk: none created twice
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
     assert ids == [str(n) for n in range(1, 601)]  # plain text: ids are line numbers
+    expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
+    assert cosines(np.load(npy), expected).min() >= 0.999
+
+
+def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothing(
+    local: StandIn, deployment: str, tmp_path: Path
+) -> None:
+    """SIGKILL at random moments (creating, recording, downloading, between): each restart on
+    the same store and address picks the job up; the results are whole and in order."""
+    texts = corpus(2400)  # longer than the kills take (a restart alone takes seconds)
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(f"{text}\n" for text in texts))
+    database = f"sqlite:///{tmp_path / 'receiver.db'}"
+    port = free_port()
+    moments = random.Random(12)
+    with ExitStack() as stack:
+        receiver = job_receiver(stack, local, database, tmp_path / "out", tmp_path / "0.log", port)
+        submitted = jobs_cli(
+            receiver, "submit", str(source), "--deployment", deployment, "--chunk-size", "25"
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+    for kill in range(1, 5):
+        with ExitStack() as stack:
+            receiver = job_receiver(
+                stack, local, database, tmp_path / "out", tmp_path / f"{kill}.log", port
+            )
+            # Fault injection, not synchronisation: the job runs for a random while, then dies.
+            time.sleep(moments.uniform(0.1, 1.5))
+            receiver.process.kill()
+            receiver.process.wait()
+    store = Store.open(StoreConfig(database, [local.base_url]))
+    unfinished = store.jobs.job(job_id, time.time())
+    store.engine.dispose()
+    assert unfinished is not None
+    assert unfinished["state"] == "running"  # the kills cut into the job, not after it
+    with ExitStack() as stack:
+        receiver = job_receiver(stack, local, database, tmp_path / "out", tmp_path / "5.log", port)
+        watched = jobs_cli(receiver, "watch", job_id, "--interval", "0.2")
+        assert watched.returncode == 0, watched.stderr + watched.stdout
+        npy = tmp_path / "out.npy"
+        assert jobs_cli(receiver, "results", job_id, "--output", str(npy)).returncode == 0
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
+    assert ids == [str(n) for n in range(1, 2401)]
     expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
     assert cosines(np.load(npy), expected).min() >= 0.999

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.runner import CREATE_LEASE_SECONDS, JobRunner
+from receiver.jobs.runner import JobRunner
 from receiver.jobs.store import prediction_input
 from receiver.store import Store
 from tests.support.jobs import JobRig
@@ -109,7 +109,7 @@ def test_a_runner_that_stopped_after_creating_is_followed_by_its_recorded_input(
 ) -> None:
     job_id = submit(rig, texts=2, chunk_size=2)
     # What a runner does up to the moment it dies: claim, create, record; never follow.
-    [claim] = rig.store.jobs.claim(rig.clock.now, CREATE_LEASE_SECONDS, 10)
+    [claim] = rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)
     payload = {"input": claim.input, "webhook": rig.runner.webhook_url}
     body = rig.runner.api.create(claim.deployment, payload)
     rig.store.record(f"create:{body['id']}", body, rig.clock.now, source="create")
@@ -126,7 +126,7 @@ def test_a_runner_that_stopped_after_creating_is_followed_by_its_recorded_input(
     for decoy in (same_texts, other_texts):
         assert deliver(rig.url, decoy, timestamp=rig.clock.now).status_code == 200
 
-    rig.clock.now += CREATE_LEASE_SECONDS
+    rig.clock.now += rig.runner.claim_seconds
     rig.runner.step()
     chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
     assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
@@ -139,8 +139,8 @@ def test_a_runner_that_stopped_after_creating_is_followed_by_its_recorded_input(
 
 def test_a_stopped_runner_whose_prediction_never_came_is_queued_again(rig: JobRig) -> None:
     job_id = submit(rig, texts=1, chunk_size=1)
-    rig.store.jobs.claim(rig.clock.now, CREATE_LEASE_SECONDS, 10)  # and then it died
-    rig.clock.now += CREATE_LEASE_SECONDS + 1
+    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # and then it died
+    rig.clock.now += rig.runner.claim_seconds + 1
     rig.runner.step()
     chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
     assert (chunk["state"], chunk["attempts"]) == ("running", 2)
