@@ -26,7 +26,7 @@ SCHEMA := .cog/openapi_schema.json
 
 .DEFAULT_GOAL := help
 .PHONY: help setup weights schema demo stack test test-services serve receiver build predict push \
-	deploy smoke bench bench-model bench-receiver lint clean
+	deploy smoke bench bench-model bench-receiver bench-jobs lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -88,10 +88,13 @@ deploy: $(STAMP) ## Create or update DEPLOYMENT to VERSION (default: MODEL's lat
 smoke: $(STAMP) ## One prediction on DEPLOYMENT, collected by the receiver at RECEIVER_URL
 	$(BIN)/python -m ship.smoke
 
-bench: bench-model bench-receiver ## Run every benchmark
+bench: bench-model bench-receiver bench-jobs ## Run every benchmark
 
 bench-model: setup ## Engine speed and accuracy vs sentence-transformers; cold boot vs a naive predictor
 	$(BIN)/python -m bench.model
+
+bench-jobs: setup ## A 100 000-text corpus job offline vs the Cog server's own rate (TEXTS=... to change)
+	$(BIN)/python -m bench.jobs $(if $(TEXTS),--texts $(TEXTS))
 
 bench-receiver: $(STAMP) ## Webhooks stored per second vs a verify-only baseline; a 200 000-file download backlog
 	$(BIN)/python -m bench.receiver
