@@ -180,7 +180,7 @@ def main() -> None:
     cog_rate = (before + after) / 2
     cores = os.cpu_count()
     print(
-        f"[jobs] {len(texts)} mixed texts (4-250 tokens), chunks of {args.chunk_size}, {cores} cores"
+        f"[jobs] {len(texts)} mixed texts (4-250 tokens), chunks of {args.chunk_size}, {cores} CPUs"
     )
     print(f"  baseline  Cog server alone, chunk after chunk: {before:.1f} and {after:.1f} texts/s")
     print(f"  job       upload to last file downloaded:      {job_rate:.1f} texts/s")
