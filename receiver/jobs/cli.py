@@ -50,7 +50,17 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one verb; the exit status (1: the job did not end well)."""
+    """Run one verb; the exit status (1: the job did not end well). A file that cannot be
+    written, or one that changed while it was uploaded, is one line too."""
+    try:
+        return _run(args)
+    except InputError as exc:
+        raise CliError(f"{args.file}: changed while it was uploaded: {exc}") from exc
+    except OSError as exc:
+        raise CliError(f"{exc.filename or 'file'}: {exc.strerror or exc}") from exc
+
+
+def _run(args: argparse.Namespace) -> int:
     with _client(args.url) as client:
         if args.verb == "submit":
             return submit(client, args.file, args.deployment, args.chunk_size, args.normalize)

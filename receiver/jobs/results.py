@@ -43,7 +43,10 @@ def chunk_results(source: ChunkSource, chunks: int) -> Iterator[ChunkResult]:
         ids = list(chunk["ids"])
         vectors = None
         if chunk["state"] == "done":
-            vectors = np.load(io.BytesIO(source.vectors(n)), allow_pickle=False)
+            try:
+                vectors = np.load(io.BytesIO(source.vectors(n)), allow_pickle=False)
+            except ValueError as exc:
+                raise ResultsError(f"chunk {n}: its file is not an npy array ({exc})") from exc
             if vectors.ndim != 2 or vectors.shape[0] != len(ids) or vectors.dtype != np.float32:
                 raise ResultsError(
                     f"chunk {n}: vectors of shape {vectors.shape} ({vectors.dtype}) for"

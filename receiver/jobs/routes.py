@@ -67,20 +67,26 @@ def _check_declared_size(request: Request, limit: int) -> None:
 
 async def _lines(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body's lines as they arrive; refused past `limit` bytes in all or a line too long."""
-    pending = b""
+    pending: list[bytes] = []  # the pieces of the line not ended yet
+    pending_size = 0
     received = 0
+    lines = 0
     async for piece in request.stream():
         received += len(piece)
         if received > limit:
             raise _too_big(limit)
-        pending += piece
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line
-        if len(pending) > MAX_LINE_BYTES:
-            raise RefusedError(413, f"a line longer than {MAX_LINE_BYTES} bytes")
-    if pending:
-        yield pending
+        *ended, rest = piece.split(b"\n")
+        for end in ended:
+            yield b"".join([*pending, end])
+            lines += 1
+            pending = []
+            pending_size = 0
+        pending.append(rest)
+        pending_size += len(rest)
+        if pending_size > MAX_LINE_BYTES:
+            raise RefusedError(413, f"line {lines + 1}: longer than {MAX_LINE_BYTES} bytes")
+    if pending_size:
+        yield b"".join(pending)
 
 
 async def _store_upload(
@@ -123,13 +129,15 @@ async def submit(
     await asyncio.to_thread(store.create, job_id, deployment, normalize, ctx.clock())
     try:
         texts, count = await _store_upload(ctx, job_id, request, chunk_size, normalize)
+        started = await asyncio.to_thread(store.start, job_id, texts, count)
     except InputError as exc:
         await asyncio.to_thread(store.discard, job_id)
         raise RefusedError(422, str(exc)) from exc
     except BaseException:  # refused, the client gone, the store down: nothing half stored
         await asyncio.shield(asyncio.to_thread(store.discard, job_id))
         raise
-    await asyncio.to_thread(store.start, job_id, texts, count)
+    if not started:
+        raise RefusedError(409, f"job {job_id} was canceled while it was uploaded")
     log.info("job %s: %d texts in %d chunks on %s", job_id, texts, count, deployment)
     return {"id": job_id, "texts": texts, "chunks": count, "deployment": deployment}
 

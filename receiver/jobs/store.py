@@ -102,14 +102,15 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(insert(job_chunks), rows)
 
-    def start(self, job_id: str, texts: int, chunks: int) -> None:
-        """The upload is whole: its chunks may run."""
+    def start(self, job_id: str, texts: int, chunks: int) -> bool:
+        """The upload is whole: its chunks may run (unless it was canceled meanwhile)."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(jobs)
-                .where(jobs.c.id == job_id)
+                .where(jobs.c.id == job_id, jobs.c.state == "uploading")
                 .values(state="running", texts=texts, chunks=chunks)
             )
+        return result.rowcount == 1
 
     def discard(self, job_id: str) -> None:
         """An upload that failed half way leaves nothing behind."""
@@ -191,18 +192,16 @@ class JobStore:
     def cancel(self, job_id: str, now: float) -> list[str]:
         """Cancel a job's open chunks; the prediction ids of those that were running."""
         with self.engine.begin() as conn:
-            running = list(
+            # One statement: a chunk that starts running meanwhile is canceled with its id.
+            running = (
                 conn.execute(
-                    select(job_chunks.c.prediction_id).where(
-                        job_chunks.c.job_id == job_id,
-                        job_chunks.c.state == "running",
-                    )
-                ).scalars()
-            )
-            conn.execute(
-                update(job_chunks)
-                .where(job_chunks.c.job_id == job_id, job_chunks.c.state.in_(OPEN_CHUNK_STATES))
-                .values(state="canceled", finished_at=now, lease_until=None)
+                    update(job_chunks)
+                    .where(job_chunks.c.job_id == job_id, job_chunks.c.state.in_(OPEN_CHUNK_STATES))
+                    .values(state="canceled", finished_at=now, lease_until=None)
+                    .returning(job_chunks.c.prediction_id)
+                )
+                .scalars()
+                .all()
             )
             conn.execute(
                 update(jobs)
@@ -275,6 +274,11 @@ class JobStore:
                 .values(**values)
             )
         return result.rowcount == 1
+
+    def renew(self, claim: Claim, until: float) -> bool:
+        """Extend a claim right before its create call; False if it is no longer this
+        runner's (taken over after a stall, or canceled): then it must not be created."""
+        return self._move(claim.job_id, claim.n, claim.attempt, "creating", lease_until=until)
 
     def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> bool:
         """The chunk's prediction is this one: the chunk follows it to its file."""
@@ -353,7 +357,14 @@ class JobStore:
             .outerjoin(
                 files, and_(files.c.prediction_id == job_chunks.c.prediction_id, files.c.n == 0)
             )
-            .where(job_chunks.c.state == "running", predictions.c.terminal)
+            .where(
+                job_chunks.c.state == "running",
+                predictions.c.terminal,
+                # actionable: the file's download still running is not
+                (predictions.c.status != "succeeded")
+                | files.c.state.is_(None)
+                | files.c.state.not_in(("queued", "running")),
+            )
             .limit(limit)
         )
         with self.engine.connect() as conn:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from sqlalchemy import text
 
 from embedder.engine import Embedder
 from localcog.loopback import free_port
@@ -27,7 +28,7 @@ from standin.local import MODEL, ReceiverProcess, local_replicate, receiver_proc
 from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV, run_module
 from tests.support.embeddings import WEIGHTS, cosines
-from tests.support.receiving import READ_TOKEN
+from tests.support.receiving import READ_TOKEN, read
 from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN, standin_env
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -55,6 +56,7 @@ def job_receiver(
     outputs: Path,
     log: Path,
     port: int | None = None,
+    public_url: str | None = None,
 ) -> ReceiverProcess:
     """A receiver process that runs jobs: it names itself as the webhook's address. Missed
     webhooks are reconciled within a second; a dead runner's chunks are taken over in 4 s."""
@@ -66,7 +68,7 @@ def job_receiver(
         "RECEIVER_API_TOKEN": READ_TOKEN,
         "RECEIVER_OUTPUT_DIR": str(outputs),
         "RECEIVER_DOWNLOAD_HOSTS": local.base_url,
-        "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "RECEIVER_PUBLIC_URL": public_url or f"http://127.0.0.1:{port}",
         "RECEIVER_WORKER_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_CLAIM_SECONDS": "4",
@@ -129,6 +131,11 @@ def test_a_job_comes_back_in_input_order_equal_to_direct_embeddings(
     expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
     assert vectors.shape == (2000, 384)
     assert cosines(vectors, expected).min() >= 0.999
+
+    nowhere = jobs_cli(collector, "results", job_id, "--output", str(tmp_path / "no/dir/x.npy"))
+    assert nowhere.returncode == 2
+    assert nowhere.stderr.count("\n") == 1
+    assert nowhere.stderr.startswith("receiver: ")
 
     parquet = tmp_path / "out.parquet"
     assert jobs_cli(collector, "results", job_id, "--output", str(parquet)).returncode == 0
@@ -195,6 +202,7 @@ def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothin
     database = f"sqlite:///{tmp_path / 'receiver.db'}"
     port = free_port()
     moments = random.Random(12)
+    before = set(local.predictions)
     with ExitStack() as stack:
         receiver = job_receiver(stack, local, database, tmp_path / "out", tmp_path / "0.log", port)
         submitted = jobs_cli(
@@ -224,5 +232,46 @@ def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothin
         assert jobs_cli(receiver, "results", job_id, "--output", str(npy)).returncode == 0
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
     assert ids == [str(n) for n in range(1, 2401)]
+    # One prediction a chunk, plus at most one a kill: a create whose answer died with the
+    # process (the window between Replicate's answer and our record of it).
+    assert 96 <= len(set(local.predictions) - before) <= 96 + 4  # 2400 texts, chunks of 25
     expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
     assert cosines(np.load(npy), expected).min() >= 0.999
+
+
+def test_a_job_whose_webhooks_never_arrive_is_collected_by_reconciliation(
+    local: StandIn, deployment: str, tmp_path: Path
+) -> None:
+    """RECEIVER_PUBLIC_URL names a port nobody listens on: not one webhook arrives, and the
+    predictions recorded at creation are fetched from the API instead."""
+    texts = corpus(300)
+    source = tmp_path / "corpus.txt"
+    source.write_text("".join(f"{text}\n" for text in texts))
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with ExitStack() as stack:
+        receiver = job_receiver(
+            stack,
+            local,
+            f"sqlite:///{tmp_path / 'receiver.db'}",
+            tmp_path / "out",
+            tmp_path / "r.log",
+            public_url=nowhere,
+        )
+        submitted = jobs_cli(
+            receiver, "submit", str(source), "--deployment", deployment, "--chunk-size", "100"
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        watched = jobs_cli(receiver, "watch", job_id, "--interval", "0.2")
+        assert watched.returncode == 0, watched.stderr + watched.stdout
+        followed = {
+            read(receiver.url, f"/jobs/{job_id}/chunks/{n}").json()["prediction_id"]
+            for n in range(3)
+        }
+        store = Store.open(StoreConfig(f"sqlite:///{tmp_path / 'receiver.db'}", []))
+        with store.engine.connect() as conn:
+            sources = set(conn.execute(text("SELECT DISTINCT source FROM deliveries")).scalars())
+        store.engine.dispose()
+    assert sources == {"create", "reconcile"}  # no webhook came
+    tried = {a.prediction_id for a in local.attempts if a.outcome == "ConnectError"}
+    assert followed <= tried  # Replicate did try to deliver each one, and failed
