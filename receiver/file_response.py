@@ -14,6 +14,8 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse
 
+from receiver.context import RefusedError
+
 FALLBACK = "application/octet-stream"
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,126}/[a-z0-9][a-z0-9.+-]{0,126}")
 # Passed through as they are: data and media a browser only ever downloads or plays.
@@ -46,6 +48,13 @@ def safe_media_type(stored: str | None) -> str:
     if _MEDIA_TYPE.fullmatch(media_type) and media_type in _PASSED_THROUGH:
         return media_type
     return FALLBACK
+
+
+def stored_attachment(path: str, stored_type: str | None) -> FileResponse:
+    """A downloaded file as an attachment, or 410 if it was stored but is gone from disk."""
+    if not Path(path).is_file():
+        raise RefusedError(410, "file was stored but is no longer on disk")
+    return attachment(Path(path), stored_type)
 
 
 def attachment(path: Path, stored_type: str | None) -> FileResponse:

@@ -12,7 +12,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -25,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from receiver import rules
 from receiver.bodies import ClientGoneError, declared_size, read_body
 from receiver.context import AppContext, Context, RefusedError
-from receiver.file_response import attachment
+from receiver.file_response import stored_attachment
 from receiver.signature import VerificationError, check_body, check_headers
 from receiver.store import Delivery, iso
 from receiver.writer import StoreError
@@ -184,10 +183,7 @@ def get_file(
         raise RefusedError(404, "no such file")
     if row["state"] != "done" or not row["path"]:
         raise RefusedError(409, f"file not stored yet (state: {row['state']})")
-    path = Path(row["path"])
-    if not path.is_file():
-        raise RefusedError(410, "file was stored but is no longer on disk")
-    return attachment(path, row["content_type"])
+    return stored_attachment(row["path"], row["content_type"])
 
 
 operator_routes = APIRouter()

@@ -56,9 +56,7 @@ class SharedRateLimit:
     def block(self, until: float, now: float) -> None:
         """Replicate said 429: nobody creates until `until`, then one call and the steady rate."""
         with self.engine.begin() as conn:
-            row = conn.execute(self._locked).first()
-            if row is None:
-                return  # nothing was ever taken here: the 429 came from elsewhere's use
+            row = conn.execute(self._locked).one()  # made by the take() before every create
             conn.execute(
                 update(rate_limits)
                 .where(rate_limits.c.name == self.name)

@@ -8,7 +8,6 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,7 +15,7 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, JSONResponse
 
 from receiver.context import AppContext, Context, RefusedError
-from receiver.file_response import attachment
+from receiver.file_response import stored_attachment
 from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
 from receiver.jobs.runner import cancel_quietly
 from receiver.routes import reader
@@ -166,27 +165,26 @@ def cancel_job(job_id: str, ctx: Context) -> dict[str, Any]:
     return get_job(job_id, ctx)
 
 
-@job_routes.get("/{job_id}/chunks/{n}")
-def get_chunk(
-    job_id: str, n: Annotated[int, FastApiPath(ge=0, le=10_000_000)], ctx: Context
-) -> JSONResponse:
+ChunkNumber = Annotated[int, FastApiPath(ge=0, le=10_000_000)]
+
+
+def _chunk(job_id: str, n: int, ctx: AppContext) -> dict[str, Any]:
     chunk = ctx.store.jobs.chunk(_job_id(job_id), n)
     if chunk is None:
         raise RefusedError(404, "no such chunk")
+    return chunk
+
+
+@job_routes.get("/{job_id}/chunks/{n}")
+def get_chunk(job_id: str, n: ChunkNumber, ctx: Context) -> JSONResponse:
+    chunk = _chunk(job_id, n, ctx)
     keys = ("n", "first", "count", "state", "attempts", "prediction_id", "error", "ids")
     return JSONResponse({key: chunk[key] for key in keys})
 
 
 @job_routes.get("/{job_id}/chunks/{n}/vectors")
-def get_vectors(
-    job_id: str, n: Annotated[int, FastApiPath(ge=0, le=10_000_000)], ctx: Context
-) -> FileResponse:
-    chunk = ctx.store.jobs.chunk(_job_id(job_id), n)
-    if chunk is None:
-        raise RefusedError(404, "no such chunk")
+def get_vectors(job_id: str, n: ChunkNumber, ctx: Context) -> FileResponse:
+    chunk = _chunk(job_id, n, ctx)
     if chunk["state"] != "done" or not chunk["path"]:
         raise RefusedError(409, f"chunk not done (state: {chunk['state']})")
-    path = Path(chunk["path"])
-    if not path.is_file():
-        raise RefusedError(410, "the chunk's file was stored but is no longer on disk")
-    return attachment(path, "application/x-npy")
+    return stored_attachment(chunk["path"], "application/x-npy")

@@ -98,6 +98,13 @@ def corpus(count: int) -> list[str]:
     ]
 
 
+def text_file(folder: Path, texts: list[str]) -> Path:
+    """Plain text, one text a line: ids are line numbers."""
+    source = folder / "corpus.txt"
+    source.write_text("".join(f"{text}\n" for text in texts))
+    return source
+
+
 def test_a_job_comes_back_in_input_order_equal_to_direct_embeddings(
     collector: ReceiverProcess, deployment: str, tmp_path: Path
 ) -> None:
@@ -168,8 +175,7 @@ def test_two_receivers_on_one_postgresql_do_no_chunk_twice(
     """Both run the job (the same tables, the same creation limit); the files land in one
     shared folder, as a shared volume holds them in production."""
     texts = corpus(600)
-    source = tmp_path / "corpus.txt"
-    source.write_text("".join(f"{text}\n" for text in texts))
+    source = text_file(tmp_path, texts)
     before = set(local.predictions)
     with scratch_database() as database, ExitStack() as stack:
         first = job_receiver(stack, local, database, tmp_path / "outputs", tmp_path / "a.log")
@@ -197,8 +203,7 @@ def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothin
     """SIGKILL at random moments (creating, recording, downloading, between): each restart on
     the same store and address picks the job up; the results are whole and in order."""
     texts = corpus(2400)  # longer than the kills take (a restart alone takes seconds)
-    source = tmp_path / "corpus.txt"
-    source.write_text("".join(f"{text}\n" for text in texts))
+    source = text_file(tmp_path, texts)
     database = f"sqlite:///{tmp_path / 'receiver.db'}"
     port = free_port()
     moments = random.Random(12)
@@ -245,8 +250,7 @@ def test_a_job_whose_webhooks_never_arrive_is_collected_by_reconciliation(
     """RECEIVER_PUBLIC_URL names a port nobody listens on: not one webhook arrives, and the
     predictions recorded at creation are fetched from the API instead."""
     texts = corpus(300)
-    source = tmp_path / "corpus.txt"
-    source.write_text("".join(f"{text}\n" for text in texts))
+    source = text_file(tmp_path, texts)
     nowhere = f"http://127.0.0.1:{free_port()}"
     with ExitStack() as stack:
         receiver = job_receiver(
