@@ -11,9 +11,12 @@ twin). The repetition is deliberate: the receiver ships on its own and imports n
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
@@ -82,6 +85,28 @@ def cancel_prediction(settings: Settings, prediction_id: str) -> None:
     client(settings)._request("POST", f"/v1/predictions/{quote(prediction_id, safe='')}/cancel")
 
 
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z")
+
+
+def predictions_created_after(settings: Settings, after: float) -> Iterator[dict[str, Any]]:
+    """Every prediction created at or after `after`, newest first, page by page. A `next`
+    link to another host is refused: it would carry our token there."""
+    api = client(settings)._client
+    url = httpx.URL("/v1/predictions", params={"created_after": iso(after)})
+    while True:
+        response = api.request("GET", url)
+        if response.status_code >= 400:
+            raise ReplicateError.from_response(response)
+        page = response.json()
+        yield from page["results"]
+        if not page.get("next"):
+            return
+        url = httpx.URL(page["next"])
+        if (url.scheme, url.netloc) != (api.base_url.scheme, api.base_url.netloc):
+            raise ValueError(f"Replicate's next page is on another host: {url}")
+
+
 class Replicate:
     """The calls corpus jobs make, bound to the receiver's settings. A create call gives up
     after a quarter of RECEIVER_JOB_CLAIM_SECONDS: a claim always outlives the call it covers."""
@@ -95,3 +120,6 @@ class Replicate:
 
     def cancel(self, prediction_id: str) -> None:
         cancel_prediction(self.settings, prediction_id)
+
+    def created_after(self, after: float) -> Iterator[dict[str, Any]]:
+        return predictions_created_after(self.settings, after)

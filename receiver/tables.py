@@ -119,6 +119,18 @@ job_chunks = Table(
     Index("job_chunks_digest", "digest"),
 )
 
+# Every prediction a chunk has followed, on any attempt: one is never taken by a second chunk,
+# nor again by its own chunk once an attempt gave it up.
+chunk_predictions = Table(
+    "chunk_predictions",
+    metadata,
+    Column("prediction_id", String(255), primary_key=True),
+    Column("job_id", String(64), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Index("chunk_predictions_chunk", "job_id", "n"),
+)
+
 # Shared limits on calls to Replicate, one row each: a token bucket every process draws from.
 rate_limits = Table(
     "rate_limits",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse
 
 from standin.dispatch import Dispatcher
 from standin.memory import ProblemError, StandIn
@@ -45,3 +46,10 @@ def version_of(memory: StandIn, model: str, version_id: str) -> dict[str, Any]:
         if version["id"] == version_id:
             return version
     raise ProblemError(422, "Invalid request", f"version {version_id} of {model} does not exist")
+
+
+def gateway_error(status: int, reason: str) -> HTMLResponse:
+    """What a gateway in front of Replicate answers when it gives up: HTML, no problem JSON,
+    nothing about whether the request was carried out."""
+    page = f"<html><body><h1>{status} {reason}</h1></body></html>"
+    return HTMLResponse(page, status)

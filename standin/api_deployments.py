@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from standin.api_common import Memory, json_body, version_of
-from standin.memory import ProblemError, StandIn, not_found, now_iso
+from standin.memory import ProblemError, StandIn, not_found
 
 DEPLOYMENT_LIMITS = {"min_instances": (0, 5), "max_instances": (0, 20)}
 CONFIGURATION = ("hardware", "min_instances", "max_instances")
@@ -53,7 +53,7 @@ def release(
         "number": number,
         "model": model,
         "version": version,
-        "created_at": now_iso(),
+        "created_at": memory.now_iso(),
         "created_by": {"type": "user", "username": memory.owner, "name": memory.owner},
         "configuration": config,
     }

@@ -10,16 +10,18 @@ import base64
 import math
 import os
 from typing import Any
+from urllib.parse import urlencode
 
 import jsonschema
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
-from standin.api_common import Dispatch, Memory, json_body, version_of
+from standin.api_common import Dispatch, Memory, gateway_error, json_body, version_of
 from standin.api_deployments import deployment_of
-from standin.memory import ProblemError, StandIn, not_found, now_iso
+from standin.memory import ProblemError, StandIn, not_found, parse_iso
 from standin.webhooks import EVENTS
 
 PREDICTION_FIELDS = {"input", "stream", "webhook", "webhook_events_filter"}
+PAGE_SIZE = 100  # Replicate's list pages
 
 router = APIRouter(prefix="/v1")
 
@@ -68,10 +70,10 @@ def prediction_of(memory: StandIn, prediction_id: str) -> dict[str, Any]:
     return found
 
 
-@router.post("/deployments/{owner}/{name}/predictions", status_code=201)
+@router.post("/deployments/{owner}/{name}/predictions", status_code=201, response_model=None)
 async def create_prediction(
     memory: Memory, dispatcher: Dispatch, owner: str, name: str, request: Request
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     wait = memory.throttle_creation()  # every creation request counts, as at Replicate's door
     if wait is not None:
         raise throttled(wait)
@@ -85,7 +87,7 @@ async def create_prediction(
         model=current["model"],
         version=current["version"],
         input=body["input"],
-        created_at=now_iso(),
+        created_at=memory.now_iso(),
         deployment=f"{owner}/{name}",
     )
     if body.get("webhook"):
@@ -94,7 +96,56 @@ async def create_prediction(
     if memory.cog_url is not None:
         dispatcher.queue.put_nowait(pid)
     memory.touched()
+    if memory.lost_answers > 0:  # made, but the caller cannot know
+        memory.lost_answers -= 1
+        return gateway_error(502, "Bad Gateway")
     return prediction
+
+
+def time_param(name: str, value: str | None) -> float | None:
+    """A list filter's date-time; one that is not ISO 8601 is refused."""
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError as exc:
+        raise ProblemError(400, "Invalid request", f"{name}: not an ISO 8601 date-time") from exc
+
+
+def newest_first(prediction: dict[str, Any]) -> tuple[float, str]:
+    return (-parse_iso(prediction["created_at"]), prediction["id"])
+
+
+@router.get("/predictions")
+def list_predictions(
+    memory: Memory,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Every prediction, newest first, PAGE_SIZE a page; `created_after` is inclusive and
+    `created_before` exclusive, as Replicate documents them. The cursor is the number of
+    predictions already returned under the same filters (opaque to clients)."""
+    after = time_param("created_after", created_after)
+    before = time_param("created_before", created_before)
+    chosen = []
+    for prediction in memory.predictions.values():
+        at = parse_iso(prediction["created_at"])
+        if after is not None and at < after:
+            continue
+        if before is not None and at >= before:
+            continue
+        chosen.append(prediction)
+    chosen.sort(key=newest_first)
+    start = int(cursor) if cursor and cursor.isdigit() else 0
+    page = chosen[start : start + PAGE_SIZE]
+    next_url = None
+    if start + PAGE_SIZE < len(chosen):
+        params = {"created_after": created_after, "created_before": created_before}
+        kept = {key: value for key, value in params.items() if value is not None}
+        query = urlencode({**kept, "cursor": str(start + PAGE_SIZE)})
+        next_url = f"{memory.base_url}/v1/predictions?{query}"
+    return {"next": next_url, "previous": None, "results": page}
 
 
 @router.get("/predictions/{prediction_id}")

@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from standin import api_cog, api_deployments, api_models, api_predictions
+from standin.api_common import gateway_error
 from standin.dispatch import Dispatcher
 from standin.memory import ProblemError, StandIn
 from standin.webhooks import Attempt, WebhookSender
@@ -81,6 +82,9 @@ async def _authenticate(
     if scheme != "Bearer" or not hmac.compare_digest(token.encode(), standin.token.encode()):
         detail = "You did not pass a valid authentication token"
         return JSONResponse({"title": "Unauthenticated", "detail": detail, "status": 401}, 401)
+    if standin.gateway_errors > 0:
+        standin.gateway_errors -= 1
+        return gateway_error(502, "Bad Gateway")
     if standin.throttled > 0:
         standin.throttled -= 1
         detail = "Request was throttled. Expected available in 1 second."

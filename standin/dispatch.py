@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from ship.api import TERMINAL
-from standin.memory import StandIn, now_iso, seconds_between
+from standin.memory import StandIn, seconds_between
 from standin.webhooks import EVENTS, WebhookSender
 
 
@@ -93,14 +93,14 @@ class Dispatcher:
             prediction["metrics"] = {"predict_time": update["metrics"]["predict_time"]}
         events = []
         if status == "processing" and "started_at" not in prediction:
-            prediction["started_at"] = now_iso()
+            prediction["started_at"] = self.standin.now_iso()
             events.append("start")
         if prediction["output"] != before["output"] and status not in TERMINAL:
             events.append("output")
         if prediction["logs"] != before["logs"] and status not in TERMINAL:
             events.append("logs")
         if status in TERMINAL:
-            prediction["completed_at"] = now_iso()
+            prediction["completed_at"] = self.standin.now_iso()
             prediction.setdefault("started_at", prediction["completed_at"])
             total = seconds_between(prediction["created_at"], prediction["completed_at"])
             prediction["metrics"] = {**prediction.get("metrics", {}), "total_time": total}

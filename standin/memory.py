@@ -19,13 +19,21 @@ from typing import Any
 from standin.webhooks import RETRY_DELAYS, Attempt
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def iso(at: float) -> str:
+    """A time as Replicate writes it: ISO 8601, microseconds, UTC as `Z`."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str) -> float:
+    """An ISO 8601 time (`Z` or an offset) as a timestamp; ValueError if it is not one."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def seconds_between(start: str, end: str) -> float:
-    parse = datetime.fromisoformat
-    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+    return parse_iso(end) - parse_iso(start)
 
 
 class ProblemError(Exception):
@@ -70,6 +78,10 @@ class StandIn:
     creations: deque[float] = field(default_factory=deque)
     attempts: list[Attempt] = field(default_factory=list)
     throttled: int = 0  # answer this many API requests with 429, as a busy Replicate would
+    # A gateway's 502s, which say nothing of what happened: this many creations are made and
+    # answered 502 anyway; this many API requests are answered 502 and never reach Replicate.
+    lost_answers: int = 0
+    gateway_errors: int = 0
     hold_completions: bool = False  # keep terminal states from Cog until release_completions()
     changed: threading.Condition = field(default_factory=threading.Condition)
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # Cog's, not applied
@@ -84,7 +96,7 @@ class StandIn:
         self.models.setdefault(model, _model(owner, name, self.base_url))
         versions = self.versions.setdefault(model, [])
         if not any(v["id"] == version_id for v in versions):
-            versions.insert(0, _version(version_id, openapi_schema))
+            versions.insert(0, _version(version_id, openapi_schema, self.now_iso()))
         return version_id
 
     def throttle_creation(self) -> float | None:
@@ -96,6 +108,10 @@ class StandIn:
             return self.creations[0] + 60 - now
         self.creations.append(now)
         return None
+
+    def now_iso(self) -> str:
+        """Now on the stand-in's clock: predictions' times follow it, as tests move it."""
+        return iso(self.clock())
 
     def put(self, prediction_id: str, status: str, **fields: Any) -> dict[str, Any]:
         """Create or replace a prediction, filling the fields Replicate always returns."""
@@ -157,10 +173,10 @@ def _model(owner: str, name: str, base_url: str) -> dict[str, Any]:
     }
 
 
-def _version(version_id: str, openapi_schema: dict[str, Any]) -> dict[str, Any]:
+def _version(version_id: str, openapi_schema: dict[str, Any], created_at: str) -> dict[str, Any]:
     return {
         "id": version_id,
-        "created_at": now_iso(),
+        "created_at": created_at,
         "cog_version": "0.23.1",
         "openapi_schema": openapi_schema,
     }

@@ -1,45 +1,48 @@
 """The job runner: a step, repeated in each receiver process, that moves chunks along.
 
-Each step: (1) chunks whose creating runner stopped are found again or queued again; (2)
+Each step: (1) chunks whose creating runner stopped, or whose create call got no clear
+answer, are found on Replicate or queued again; (2)
 chunks whose prediction ended are done once their file is downloaded, or tried again, or
 failed for good after RECEIVER_JOB_MAX_ATTEMPTS; (3) queued chunks become predictions, as
 fast as the shared rate limit allows; (4) jobs without an open chunk are completed.
 
 The created prediction is recorded like a delivery before the chunk points at it: its row is
 what reconciliation fetches again if its webhook never comes. If this process dies between
-the two, the chunk's claim runs out and step (1) finds the recorded prediction by its input.
-A chunk is tied to a prediction only by an id our own create call returned, or by a recorded
-body whose input is exactly the chunk's: a replayed delivery cannot put other vectors in it.
+Replicate's answer and that record, or the answer never comes (a timeout, a 5xx), the
+chunk's claim runs out and step (1) looks for the prediction in Replicate's own list of
+predictions created since the claim: on the chunk's deployment, with exactly its input, and
+followed by no other chunk. A chunk is tied to a prediction only by Replicate's answers to our
+token, never by a delivery: a replayed one cannot put other vectors in it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-import orjson
 from replicate.exceptions import ReplicateError
-from sqlalchemy import select
 
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.store import Claim, Finished, JobStore, input_digest
+from receiver.jobs.store import Claim, Finished, JobStore, Stalled, input_digest
 from receiver.replicate_api import ThrottledError
 from receiver.store import Store
-from receiver.tables import job_chunks, jobs, predictions
 
 log = logging.getLogger("receiver")
 CLAIM_BATCH = 20
 FOLLOW_BATCH = 500
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
 WEBHOOK_EVENTS = ["completed"]  # the receiver needs the end only
+CLOCK_SKEW_SECONDS = 300  # Replicate's clock may differ from ours: list a little earlier
 
 
 class ReplicateCalls(Protocol):
     def create(self, deployment: str, payload: dict[str, Any]) -> dict[str, Any]: ...
 
     def cancel(self, prediction_id: str) -> None: ...
+
+    def created_after(self, after: float) -> Iterator[dict[str, Any]]: ...
 
 
 class JobRunner:
@@ -73,42 +76,45 @@ class JobRunner:
         self.jobs.complete_jobs(self.clock())
         return created > 0
 
-    # (1) runners that stopped while creating
+    # (1) runners that stopped while creating, and creates without a clear answer
     def _recover(self) -> None:
-        for job_id, n, attempt in self.jobs.expired(self.clock(), CLAIM_BATCH):
-            prediction_id = self._recorded_prediction(job_id, n)
-            if prediction_id is not None:
-                self.jobs.follow(job_id, n, attempt, prediction_id)
-                log.info("job %s chunk %d: found its prediction %s", job_id, n, prediction_id)
-            else:
-                self.jobs.retry(job_id, n, attempt, "creating", self.clock())
+        stalled = self.jobs.expired(self.clock(), CLAIM_BATCH)
+        if not stalled:
+            return
+        since = min(chunk.claimed_at for chunk in stalled) - CLOCK_SKEW_SECONDS
+        try:
+            made = self._made_since(since, stalled)
+        except Exception as exc:  # unknown: wait rather than risk creating a chunk twice
+            log.warning("cannot list Replicate's predictions to recover chunks: %s", exc)
+            return
+        for chunk in stalled:
+            found = made.get((chunk.deployment, chunk.digest))
+            if not found:
+                self.jobs.retry(chunk.job_id, chunk.n, chunk.attempt, "creating", self.clock())
+                continue
+            body = found.pop()
+            prediction_id = str(body["id"])
+            self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
+            self.jobs.follow(chunk.job_id, chunk.n, chunk.attempt, prediction_id)
+            log.info("job %s chunk %d: found prediction %s", chunk.job_id, chunk.n, prediction_id)
 
-    def _recorded_prediction(self, job_id: str, n: int) -> str | None:
-        """A prediction recorded since the chunk was claimed, on its deployment, whose input
-        is the chunk's own, and that no other chunk follows."""
-        engine = self.store.engine
-        with engine.connect() as conn:
-            chunk = conn.execute(
-                select(job_chunks.c.digest, job_chunks.c.claimed_at, jobs.c.deployment)
-                .join(jobs, jobs.c.id == job_chunks.c.job_id)
-                .where(job_chunks.c.job_id == job_id, job_chunks.c.n == n)
-            ).one()
-            followed = select(job_chunks.c.prediction_id).where(
-                job_chunks.c.prediction_id.is_not(None)
-            )
-            candidates = conn.execute(
-                select(predictions.c.id, predictions.c.body).where(
-                    predictions.c.created_at >= chunk.claimed_at,
-                    predictions.c.id.not_in(followed),
-                )
-            )
-            for prediction_id, text in candidates:
-                body = orjson.loads(text)
-                if body.get("deployment") != chunk.deployment:
-                    continue
-                if input_digest(body.get("input")) == chunk.digest:
-                    return str(prediction_id)
-        return None
+    def _made_since(
+        self, since: float, stalled: list[Stalled]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Replicate's predictions since `since` that a stalled chunk may own, by deployment
+        and input digest, less those another chunk follows."""
+        wanted = {(chunk.deployment, chunk.digest) for chunk in stalled}
+        candidates = []
+        for body in self.api.created_after(since):
+            key = (str(body.get("deployment")), input_digest(body.get("input")))
+            if key in wanted:
+                candidates.append((key, body))
+        taken = self.jobs.followed([str(body["id"]) for _, body in candidates])
+        made: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for key, body in candidates:
+            if str(body["id"]) not in taken:
+                made.setdefault(key, []).append(body)
+        return made
 
     # (2) predictions that ended
     def _follow(self) -> None:
@@ -173,16 +179,17 @@ class JobRunner:
             body = self.api.create(claim.deployment, payload)
         except ThrottledError:
             raise  # the whole batch waits: _dispatch
-        except ReplicateError as exc:  # refused: the same request would be refused again
-            reason = f"Replicate refused the prediction: {exc.status} {exc.detail or exc.title}"
-            self.jobs.finish(
-                claim.job_id, claim.n, claim.attempt, "creating", "failed", reason, self.clock()
-            )
+        except ReplicateError as exc:
+            if exc.status is not None and exc.status < 500:  # refused: it would be again
+                reason = f"Replicate refused the prediction: {exc.status} {exc.detail or exc.title}"
+                self.jobs.finish(
+                    claim.job_id, claim.n, claim.attempt, "creating", "failed", reason, self.clock()
+                )
+                return 0
+            self._unclear(claim, exc)
             return 0
-        except Exception as exc:  # no answer: it may or may not exist; a later attempt
-            log.warning("job %s chunk %d: create failed: %s", claim.job_id, claim.n, exc)
-            at = self.clock() + RETRY_BACKOFF_SECONDS[0]
-            self.jobs.retry(claim.job_id, claim.n, claim.attempt, "creating", at)
+        except Exception as exc:
+            self._unclear(claim, exc)
             return 0
         prediction_id = str(body["id"])
         self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
@@ -190,6 +197,11 @@ class JobRunner:
             # the job was canceled while Replicate answered: stop the prediction
             cancel_quietly(self.api, prediction_id)
         return 1
+
+    def _unclear(self, claim: Claim, exc: Exception) -> None:
+        """No clear answer: the prediction may exist. The chunk stays claimed until its claim
+        runs out; then step (1) looks for it on Replicate before creating it again."""
+        log.warning("job %s chunk %d: create unclear: %s", claim.job_id, claim.n, exc)
 
     def _put_back(self, claims: list[Claim], at: float) -> None:
         for claim in claims:

@@ -19,7 +19,14 @@ import orjson
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
 from receiver.jobs.items import Chunk
-from receiver.tables import files, job_chunks, jobs, predictions
+from receiver.tables import (
+    chunk_predictions,
+    dialect_insert,
+    files,
+    job_chunks,
+    jobs,
+    predictions,
+)
 
 OPEN_CHUNK_STATES = ("queued", "creating", "running")
 FINAL_JOB_STATES = ("completed", "canceled")
@@ -45,6 +52,19 @@ class Claim:
     attempt: int
     deployment: str
     input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A chunk left in `creating` past its claim: its runner stopped, or its create call
+    got no clear answer. Its prediction, if Replicate made one, has this input digest."""
+
+    job_id: str
+    n: int
+    attempt: int
+    deployment: str
+    digest: str
+    claimed_at: float
 
 
 @dataclass(frozen=True)
@@ -263,16 +283,21 @@ class JobStore:
     def _move(self, job_id: str, n: int, attempt: int, current: str, **values: Any) -> bool:
         """Change one chunk in state `current` if this attempt still holds it."""
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(job_chunks)
-                .where(
-                    job_chunks.c.job_id == job_id,
-                    job_chunks.c.n == n,
-                    job_chunks.c.attempts == attempt,
-                    job_chunks.c.state == current,
-                )
-                .values(**values)
+            return self._moved(conn, job_id, n, attempt, current, **values)
+
+    def _moved(
+        self, conn: Connection, job_id: str, n: int, attempt: int, current: str, **values: Any
+    ) -> bool:
+        result = conn.execute(
+            update(job_chunks)
+            .where(
+                job_chunks.c.job_id == job_id,
+                job_chunks.c.n == n,
+                job_chunks.c.attempts == attempt,
+                job_chunks.c.state == current,
             )
+            .values(**values)
+        )
         return result.rowcount == 1
 
     def renew(self, claim: Claim, until: float) -> bool:
@@ -281,16 +306,32 @@ class JobStore:
         return self._move(claim.job_id, claim.n, claim.attempt, "creating", lease_until=until)
 
     def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> bool:
-        """The chunk's prediction is this one: the chunk follows it to its file."""
-        return self._move(
-            job_id,
-            n,
-            attempt,
-            "creating",
-            state="running",
-            prediction_id=prediction_id,
-            lease_until=None,
+        """The chunk's prediction is this one: the chunk follows it to its file. The
+        prediction is the chunk's for good: no other chunk or later attempt takes it."""
+        claim = (
+            dialect_insert(self.engine)(chunk_predictions)
+            .values(prediction_id=prediction_id, job_id=job_id, n=n, attempt=attempt)
+            .on_conflict_do_nothing()
+            .returning(chunk_predictions.c.prediction_id)
         )
+        with self.engine.connect() as conn:
+            moved = False
+            if conn.execute(claim).first() is not None:  # else another chunk took it first
+                moved = self._moved(
+                    conn,
+                    job_id,
+                    n,
+                    attempt,
+                    "creating",
+                    state="running",
+                    prediction_id=prediction_id,
+                    lease_until=None,
+                )
+            if moved:
+                conn.commit()
+            else:
+                conn.rollback()
+        return moved
 
     def retry(
         self, job_id: str, n: int, attempt: int, current: str, at: float, counted: bool = True
@@ -331,15 +372,34 @@ class JobStore:
             lease_until=None,
         )
 
-    def expired(self, now: float, limit: int) -> list[tuple[str, int, int]]:
-        """Chunks left in `creating` by a runner that stopped (its lease ran out)."""
+    def expired(self, now: float, limit: int) -> list[Stalled]:
+        """Chunks left in `creating` whose claim ran out."""
         query = (
-            select(job_chunks.c.job_id, job_chunks.c.n, job_chunks.c.attempts)
+            select(
+                job_chunks.c.job_id,
+                job_chunks.c.n,
+                job_chunks.c.attempts,
+                jobs.c.deployment,
+                job_chunks.c.digest,
+                job_chunks.c.claimed_at,
+            )
+            .join(jobs, jobs.c.id == job_chunks.c.job_id)
             .where(job_chunks.c.state == "creating", job_chunks.c.lease_until < now)
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [(row.job_id, row.n, row.attempts) for row in conn.execute(query)]
+            return [
+                Stalled(row.job_id, row.n, row.attempts, row.deployment, row.digest, row.claimed_at)
+                for row in conn.execute(query)
+            ]
+
+    def followed(self, prediction_ids: list[str]) -> set[str]:
+        """Those of `prediction_ids` that a chunk follows or followed."""
+        query = select(chunk_predictions.c.prediction_id).where(
+            chunk_predictions.c.prediction_id.in_(prediction_ids)
+        )
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
 
     def finished(self, limit: int) -> list[Finished]:
         """Running chunks whose prediction is terminal, with their file's state."""

@@ -41,7 +41,8 @@ def deployed(memory: StandIn, schema_file: Path) -> None:
 
 @pytest.fixture
 def rig(database_url: str, tmp_path: Path, schema_file: Path) -> Iterator[JobRig]:
-    memory = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET, retry_delays=())
+    clock = Clock()  # the receiver's, the runner's and Replicate's
+    memory = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET, retry_delays=(), clock=clock)
     with serve_in_thread(create_standin(memory)) as standin_url:
         memory.base_url = standin_url
         deployed(memory, schema_file)
@@ -57,7 +58,6 @@ def rig(database_url: str, tmp_path: Path, schema_file: Path) -> Iterator[JobRig
             receiver_max_job_bytes=64 * 1024,
         )
         store = open_store(settings)
-        clock = Clock()
         runner = JobRunner(
             store,
             Replicate(settings),

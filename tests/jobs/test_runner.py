@@ -104,37 +104,119 @@ def test_a_failed_prediction_is_tried_again_then_fails_for_good_with_its_error(
     assert len(created(rig)) == 3
 
 
-def test_a_runner_that_stopped_after_creating_is_followed_by_its_recorded_input(
+def chunk_of(rig: JobRig, job_id: str, n: int = 0) -> dict[str, Any]:
+    found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}/chunks/{n}").json()
+    return found
+
+
+def test_a_runner_that_died_before_recording_its_prediction_finds_it_on_replicate(
     rig: JobRig,
 ) -> None:
     job_id = submit(rig, texts=2, chunk_size=2)
-    # What a runner does up to the moment it dies: claim, create, record; never follow.
+    # What a runner does up to the moment it dies: claim, create; never record nor follow.
     [claim] = rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)
     payload = {"input": claim.input, "webhook": rig.runner.webhook_url}
     body = rig.runner.api.create(claim.deployment, payload)
-    rig.store.record(f"create:{body['id']}", body, rig.clock.now, source="create")
-    # Replayed signed deliveries that must not be taken for it: the same texts on another
-    # deployment, and this deployment with other texts.
+    # Not to be taken for it: on Replicate, the same texts on another deployment and this
+    # deployment with other texts; a replayed signed delivery with exactly its input and
+    # deployment, under an id Replicate never made.
     rig.clock.now += 1
-    same_texts = {**body, "id": "elsewhere1", "deployment": "someone/else", "status": "succeeded"}
-    other_texts = {
-        **body,
-        "id": "othertexts1",
-        "input": prediction_input(["text 0", "text X"], True),
-        "status": "succeeded",
-    }
-    for decoy in (same_texts, other_texts):
-        assert deliver(rig.url, decoy, timestamp=rig.clock.now).status_code == 200
+    rig.standin.put(
+        "elsewhere1",
+        "starting",
+        input=claim.input,
+        deployment="someone/else",
+        created_at=rig.standin.now_iso(),
+    )
+    other_input = prediction_input(["text 0", "text X"], True)
+    rig.standin.put(
+        "othertexts1",
+        "starting",
+        input=other_input,
+        deployment=rig.deployment,
+        created_at=rig.standin.now_iso(),
+    )
+    forged = {**body, "id": "forged1", "status": "succeeded", "output": "https://x.example/o.npy"}
+    assert deliver(rig.url, forged, timestamp=rig.clock.now).status_code == 200
 
     rig.clock.now += rig.runner.claim_seconds
     rig.runner.step()
-    chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
+    chunk = chunk_of(rig, job_id)
     assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
         "running",
         body["id"],
         1,
     )
-    assert len(created(rig)) == 1  # found, not created twice
+    assert len(created(rig)) == 3  # ours and the two decoys: found, not created again
+    assert read(rig.url, f"/predictions/{body['id']}").status_code == 200  # reconciled if lost
+
+
+def test_a_create_answered_by_a_gateway_error_is_found_not_made_twice(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    rig.standin.lost_answers = 1  # Replicate makes it; the answer is a 502
+    rig.runner.step()
+    [made] = created(rig)
+    assert chunk_of(rig, job_id)["state"] == "creating"  # unknown: not made again at once
+    rig.clock.now += rig.runner.claim_seconds / 2
+    rig.runner.step()
+    assert len(created(rig)) == 1
+    rig.clock.now += rig.runner.claim_seconds
+    rig.runner.step()
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
+        "running",
+        made["id"],
+        1,
+    )
+    assert len(created(rig)) == 1
+
+
+def test_a_create_that_never_reached_replicate_is_made_once_its_claim_runs_out(
+    rig: JobRig,
+) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    rig.standin.gateway_errors = 1  # a 502 that did nothing
+    rig.runner.step()
+    assert created(rig) == []
+    assert chunk_of(rig, job_id)["state"] == "creating"
+    rig.clock.now += rig.runner.claim_seconds + 1
+    rig.runner.step()  # not on Replicate's list: queued again, and created
+    [made] = created(rig)
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
+        "running",
+        made["id"],
+        2,
+    )
+
+
+def test_a_prediction_an_earlier_attempt_gave_up_is_never_taken_again(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    rig.runner.step()
+    [first] = created(rig)
+    end(rig, first, "failed", "worker died")
+    rig.runner.step()  # queued again after its backoff
+    rig.clock.now += 10
+    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # attempt 2; then it died
+    rig.clock.now += rig.runner.claim_seconds + 1
+    rig.runner.step()  # the first prediction has the chunk's input, and is not its own now
+    assert len(created(rig)) == 2
+    chunk = chunk_of(rig, job_id)
+    assert chunk["state"] == "running"
+    assert chunk["prediction_id"] == created(rig)[-1]["id"] != first["id"]
+
+
+def test_stalled_chunks_wait_while_replicate_cannot_list_its_predictions(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # and then it died
+    rig.clock.now += rig.runner.claim_seconds + 1
+    rig.standin.gateway_errors = 1  # the list call answers 502 (429s the client retries)
+    rig.runner.step()
+    assert chunk_of(rig, job_id)["state"] == "creating"  # not guessed: waits for the list
+    assert created(rig) == []
+    rig.runner.step()
+    assert chunk_of(rig, job_id)["state"] == "running"
+    assert len(created(rig)) == 1
 
 
 def test_a_stopped_runner_whose_prediction_never_came_is_queued_again(rig: JobRig) -> None:
@@ -152,7 +234,6 @@ def test_a_429_storm_from_replicates_own_limit_ends_with_each_chunk_created_once
 ) -> None:
     """The receiver's limit set above Replicate's (as when another client shares the
     account): Replicate's 429s and their resets pace it, and nothing is created twice."""
-    rig.standin.clock = rig.clock
     rig.standin.creations_per_minute = 4
     job_id = submit(rig, texts=10, chunk_size=1)
     rig.runner.step()

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from standin.local import MODEL
-from standin.memory import StandIn
+from standin.memory import StandIn, iso
 from tests.support.live import LiveStandIn
 from tests.support.loopback_http import WebhookSink
 from tests.support.openapi_contract import validate
@@ -37,6 +37,33 @@ def test_the_contract_check_can_fail(standin: LiveStandIn) -> None:
     body = httpx.get(f"{url}/v1/predictions/bad", headers=AUTH).json()
     with pytest.raises(jsonschema.ValidationError):
         validate(body, "/predictions/{prediction_id}", "get")
+
+
+def test_the_prediction_list_pages_newest_first_within_its_window(standin: LiveStandIn) -> None:
+    memory = standin.memory
+    start = 1_800_000_000.0
+    for i in range(250):  # one a second
+        memory.put(f"p{i:03d}", "succeeded", created_at=iso(start + i))
+    window = {"created_after": iso(start + 20), "created_before": iso(start + 240)}
+    seen = []
+    url: str | None = f"{standin.url}/v1/predictions"
+    params: dict[str, str] | None = window
+    while url is not None:
+        page = httpx.get(url, params=params, headers=AUTH).json()
+        validate(page, "/predictions", "get")
+        assert len(page["results"]) <= 100
+        seen += [prediction["id"] for prediction in page["results"]]
+        url = page["next"]
+        params = None  # the next link carries the filters and the cursor
+    assert seen == [f"p{i:03d}" for i in range(239, 19, -1)]  # after inclusive, before not
+
+
+def test_the_prediction_list_refuses_a_date_that_is_not_one(standin: LiveStandIn) -> None:
+    answer = httpx.get(
+        f"{standin.url}/v1/predictions", params={"created_after": "yesterday"}, headers=AUTH
+    )
+    assert answer.status_code == 400
+    assert "created_after" in answer.json()["detail"]
 
 
 def test_webhook_secret_matches_the_schema(standin: LiveStandIn) -> None:

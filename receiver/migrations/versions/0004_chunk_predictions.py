@@ -1,0 +1,28 @@
+"""Every prediction a job's chunk has followed, on any attempt.
+
+A chunk whose create got no clear answer is found again on Replicate by its input; a
+prediction an earlier attempt followed (failed, or its file lost) has that input too and must
+not be taken again.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "chunk_predictions",
+        sa.Column("prediction_id", sa.String(255), primary_key=True),
+        sa.Column("job_id", sa.String(64), nullable=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+    )
+    op.create_index("chunk_predictions_chunk", "chunk_predictions", ["job_id", "n"])
