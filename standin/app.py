@@ -73,7 +73,7 @@ async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
 async def _authenticate(
     request: Request, call_next: Callable[[Request], Awaitable[Response]]
 ) -> Response:
-    """The API token on /v1 routes, and throttling when a test asks for it; Cog's routes
+    """The API token on /v1 routes, and the 429s and 502s a test asks for; Cog's routes
     outside /v1 need no token, as Cog knows none."""
     if not request.url.path.startswith("/v1/"):
         return await call_next(request)

@@ -17,6 +17,10 @@ from standin.memory import StandIn, seconds_between
 from standin.webhooks import EVENTS, WebhookSender
 
 
+# Replicate's error for a prediction its infrastructure lost (a preempted or failed node).
+INTERRUPTED = "Prediction interrupted; please retry (code: PA)"
+
+
 class Dispatcher:
     """Runs queued predictions on the Cog server, one at a time, and applies Cog's events."""
 
@@ -45,6 +49,10 @@ class Dispatcher:
 
     async def _start(self, prediction: dict[str, Any]) -> None:
         pid = prediction["id"]
+        interrupt = self.standin.interrupt
+        if interrupt is not None and interrupt(prediction):
+            self.apply(pid, {"status": "failed", "error": INTERRUPTED})
+            return
         request = {
             "id": pid,
             "input": prediction["input"],

@@ -82,6 +82,8 @@ class StandIn:
     # answered 502 anyway; this many API requests are answered 502 and never reach Replicate.
     lost_answers: int = 0
     gateway_errors: int = 0
+    # Predictions it picks fail before the model sees them, as Replicate's interrupted ones do.
+    interrupt: Callable[[dict[str, Any]], bool] | None = None
     hold_completions: bool = False  # keep terminal states from Cog until release_completions()
     changed: threading.Condition = field(default_factory=threading.Condition)
     held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # Cog's, not applied

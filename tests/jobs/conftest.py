@@ -68,5 +68,5 @@ def rig(database_url: str, tmp_path: Path, schema_file: Path) -> Iterator[JobRig
         )
         app = create_app(settings, signing_keys(settings.secrets()), store, clock)
         with serve_in_thread(app) as url:
-            yield JobRig(url, store, clock, runner, memory, DEPLOYMENT)
+            yield JobRig(url, store, clock, runner, memory, DEPLOYMENT, settings)
         store.engine.dispose()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +58,7 @@ def job_receiver(
     log: Path,
     port: int | None = None,
     public_url: str | None = None,
+    max_attempts: int = 3,
 ) -> ReceiverProcess:
     """A receiver process that runs jobs: it names itself as the webhook's address. Missed
     webhooks are reconciled within a second; a dead runner's chunks are taken over in 4 s."""
@@ -72,6 +74,7 @@ def job_receiver(
         "RECEIVER_WORKER_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_POLL_SECONDS": "0.1",
         "RECEIVER_JOB_CLAIM_SECONDS": "4",
+        "RECEIVER_JOB_MAX_ATTEMPTS": str(max_attempts),
         "RECEIVER_RECONCILE_AFTER_SECONDS": "0.5",
         "RECEIVER_RECONCILE_INTERVAL_SECONDS": "0.2",
     }
@@ -237,9 +240,9 @@ def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothin
         assert jobs_cli(receiver, "results", job_id, "--output", str(npy)).returncode == 0
     ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
     assert ids == [str(n) for n in range(1, 2401)]
-    # One prediction a chunk, plus at most one a kill: a create whose answer died with the
-    # process (the window between Replicate's answer and our record of it).
-    assert 96 <= len(set(local.predictions) - before) <= 96 + 4  # 2400 texts, chunks of 25
+    # One prediction a chunk: a create whose answer died with the process is found on
+    # Replicate's list of predictions, not made again.
+    assert len(set(local.predictions) - before) == 96  # 2400 texts, chunks of 25
     expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts)
     assert cosines(np.load(npy), expected).min() >= 0.999
 
@@ -279,3 +282,65 @@ def test_a_job_whose_webhooks_never_arrive_is_collected_by_reconciliation(
     assert sources == {"create", "reconcile"}  # no webhook came
     tried = {a.prediction_id for a in local.attempts if a.outcome == "ConnectError"}
     assert followed <= tried  # Replicate did try to deliver each one, and failed
+
+
+def test_interrupted_predictions_are_made_again_and_a_chunk_that_never_succeeds_is_reported(
+    local: StandIn, deployment: str, tmp_path: Path
+) -> None:
+    """Replicate interrupts the first prediction of chunk 1 and every one of chunk 3: chunk 1
+    succeeds on its second attempt; chunk 3 fails for good, its ids in the errors file."""
+    texts = corpus(400)
+    source = text_file(tmp_path, texts)
+    once = texts[100]
+    always = texts[300]
+    interrupted: list[str] = []
+
+    def interrupt(prediction: dict[str, Any]) -> bool:
+        first = prediction["input"]["texts"][0]
+        if first == always or (first == once and once not in interrupted):
+            interrupted.append(first)
+            return True
+        return False
+
+    local.interrupt = interrupt
+    try:
+        with ExitStack() as stack:
+            receiver = job_receiver(
+                stack,
+                local,
+                f"sqlite:///{tmp_path / 'receiver.db'}",
+                tmp_path / "out",
+                tmp_path / "r.log",
+                max_attempts=2,
+            )
+            submitted = jobs_cli(
+                receiver, "submit", str(source), "--deployment", deployment, "--chunk-size", "100"
+            )
+            assert submitted.returncode == 0, submitted.stderr
+            job_id = submitted.stdout.strip()
+            watched = jobs_cli(receiver, "watch", job_id, "--interval", "0.2")
+            npy = tmp_path / "out.npy"
+            written = jobs_cli(receiver, "results", job_id, "--output", str(npy))
+            chunks = [read(receiver.url, f"/jobs/{job_id}/chunks/{n}").json() for n in range(4)]
+    finally:
+        local.interrupt = None
+    assert interrupted == [once, always, always]
+    assert watched.returncode == 1
+    assert "100 failed" in watched.stdout
+    assert [(c["state"], c["attempts"]) for c in chunks] == [
+        ("done", 1),
+        ("done", 2),
+        ("done", 1),
+        ("failed", 2),
+    ]
+    assert chunks[3]["error"] == (
+        "prediction failed: Prediction interrupted; please retry (code: PA) (after 2 attempts)"
+    )
+    assert written.returncode == 1
+    errors = [json.loads(line) for line in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
+    assert [e["id"] for e in errors] == [str(n) for n in range(301, 401)]
+    assert {e["error"] for e in errors} == {chunks[3]["error"]}
+    ids = [json.loads(line)["id"] for line in (tmp_path / "out.ids.jsonl").read_text().splitlines()]
+    assert ids == [str(n) for n in range(1, 301)]
+    expected = Embedder(WEIGHTS, torch.device("cpu"), torch.float32).embed(texts[:300])
+    assert cosines(np.load(npy), expected).min() >= 0.999

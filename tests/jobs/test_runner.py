@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import httpx
+import numpy as np
 
+from receiver.downloads import Downloader
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.runner import JobRunner
+from receiver.jobs.runner import RETRY_BACKOFF_SECONDS, JobRunner
 from receiver.jobs.store import prediction_input
 from receiver.store import Store
+from tests.support.downloading import drain
 from tests.support.jobs import JobRig
 from tests.support.receiving import READ_TOKEN, deliver, read
 
@@ -107,6 +111,43 @@ def test_a_failed_prediction_is_tried_again_then_fails_for_good_with_its_error(
 def chunk_of(rig: JobRig, job_id: str, n: int = 0) -> dict[str, Any]:
     found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}/chunks/{n}").json()
     return found
+
+
+def uploaded_npy(rig: JobRig, rows: int) -> str:
+    """An output file on Replicate, as Cog uploads it: its URL."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ones((rows, 384), dtype=np.float32))
+    answer = httpx.put(f"{rig.standin.base_url}/_uploads/out.npy", content=buffer.getvalue())
+    return str(answer.headers["location"])
+
+
+def test_an_output_deleted_before_its_download_is_made_again(rig: JobRig) -> None:
+    job_id = submit(rig, texts=2, chunk_size=2)
+    downloads = Downloader(
+        rig.store, rig.settings.model_copy(update={"receiver_download_max_attempts": 1}), rig.clock
+    )
+    rig.runner.step()
+    [first] = created(rig)
+    lost = uploaded_npy(rig, 2)
+    rig.clock.now += rig.standin.output_retention_seconds + 1  # the receiver was down an hour
+    end(rig, {**first, "output": lost}, "succeeded", None)
+    drain(downloads)  # 404: the file is dead
+    rig.runner.step()  # the chunk is queued again after its backoff
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()
+    second = created(rig)[-1]
+    assert second["id"] != first["id"]
+    end(rig, {**second, "output": uploaded_npy(rig, 2)}, "succeeded", None)
+    drain(downloads)
+    rig.runner.step()
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
+        "done",
+        second["id"],
+        2,
+    )
+    assert job(rig, job_id)["state"] == "completed"
+    downloads.close()
 
 
 def test_a_runner_that_died_before_recording_its_prediction_finds_it_on_replicate(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from receiver.jobs.runner import JobRunner
+from receiver.settings import Settings
 from receiver.store import Store
 from standin.memory import StandIn
 from tests.support.receiving import Clock
@@ -19,3 +20,4 @@ class JobRig:
     runner: JobRunner  # its `step()` is the runner's whole loop, one pass
     standin: StandIn  # Replicate: its predictions stay `starting` until the test ends them
     deployment: str
+    settings: Settings  # the receiver's: a test builds a download worker from them
