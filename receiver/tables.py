@@ -92,6 +92,7 @@ jobs = Table(
     Column("chunks", Integer, nullable=False),
     Column("created_at", Double, nullable=False),
     Column("finished_at", Double),
+    Column("updated_at", Double),  # while uploading: when its last chunks were stored
     Index("jobs_recent", "created_at", "id"),
 )
 

@@ -16,7 +16,6 @@ from ship.api import TERMINAL
 from standin.memory import StandIn, seconds_between
 from standin.webhooks import EVENTS, WebhookSender
 
-
 # Replicate's error for a prediction its infrastructure lost (a preempted or failed node).
 INTERRUPTED = "Prediction interrupted; please retry (code: PA)"
 

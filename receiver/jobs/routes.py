@@ -18,6 +18,7 @@ from receiver.context import AppContext, Context, RefusedError
 from receiver.file_response import stored_attachment
 from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
 from receiver.jobs.runner import cancel_quietly
+from receiver.jobs.store import UploadGoneError
 from receiver.routes import reader
 from receiver.store import iso
 
@@ -132,10 +133,14 @@ async def submit(
     except InputError as exc:
         await asyncio.to_thread(store.discard, job_id)
         raise RefusedError(422, str(exc)) from exc
+    except UploadGoneError as exc:
+        await asyncio.to_thread(store.discard, job_id)
+        raise RefusedError(409, str(exc)) from exc
     except BaseException:  # refused, the client gone, the store down: nothing half stored
         await asyncio.shield(asyncio.to_thread(store.discard, job_id))
         raise
     if not started:
+        await asyncio.to_thread(store.discard, job_id)
         raise RefusedError(409, f"job {job_id} was canceled while it was uploaded")
     log.info("job %s: %d texts in %d chunks on %s", job_id, texts, count, deployment)
     return {"id": job_id, "texts": texts, "chunks": count, "deployment": deployment}

@@ -1,8 +1,8 @@
 """The job runner: a step, repeated in each receiver process, that moves chunks along.
 
-Each step: (1) chunks whose creating runner stopped, or whose create call got no clear
-answer, are found on Replicate or queued again; (2)
-chunks whose prediction ended are done once their file is downloaded, or tried again, or
+Each step: (0) uploads whose receiver died half way are discarded; (1) chunks whose creating
+runner stopped, or whose create call got no clear answer, are found on Replicate or queued
+again; (2) chunks whose prediction ended are done once their file is downloaded, or tried again, or
 failed for good after RECEIVER_JOB_MAX_ATTEMPTS; (3) queued chunks become predictions, as
 fast as the shared rate limit allows; (4) jobs without an open chunk are completed.
 
@@ -35,6 +35,7 @@ FOLLOW_BATCH = 500
 RETRY_BACKOFF_SECONDS = (5, 30, 120)
 WEBHOOK_EVENTS = ["completed"]  # the receiver needs the end only
 CLOCK_SKEW_SECONDS = 300  # Replicate's clock may differ from ours: list a little earlier
+UPLOAD_IDLE_SECONDS = 600  # an upload that stored nothing for this long has lost its process
 
 
 class ReplicateCalls(Protocol):
@@ -70,6 +71,8 @@ class JobRunner:
 
     def step(self) -> bool:
         """One pass; True when it created predictions (more may be due at once)."""
+        for job_id in self.jobs.sweep_uploads(self.clock() - UPLOAD_IDLE_SECONDS):
+            log.warning("job %s: its upload stopped half way; discarded", job_id)
         self._recover()
         self._follow()
         created = self._dispatch()

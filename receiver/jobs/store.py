@@ -43,6 +43,13 @@ def input_digest(value: object) -> str:
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+class UploadGoneError(LookupError):
+    """The job being uploaded was canceled or swept meanwhile."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is no longer uploading (canceled, or idle too long)")
+
+
 @dataclass(frozen=True)
 class Claim:
     """A chunk this runner creates a prediction for; `attempt` fences every later move."""
@@ -97,11 +104,13 @@ class JobStore:
                     texts=0,
                     chunks=0,
                     created_at=now,
+                    updated_at=now,
                 )
             )
 
     def add_chunks(self, job_id: str, normalize: bool, batch: list[Chunk], now: float) -> None:
-        """Store chunks, queued, in one transaction."""
+        """Store chunks, queued, in one transaction; UploadGoneError if the job is no longer
+        uploading (canceled, or swept as abandoned)."""
         rows = []
         for chunk in batch:
             texts = [item.text for item in chunk.items]
@@ -120,6 +129,13 @@ class JobStore:
                 }
             )
         with self.engine.begin() as conn:
+            alive = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == "uploading")
+                .values(updated_at=now)
+            )
+            if alive.rowcount != 1:
+                raise UploadGoneError(job_id)
             conn.execute(insert(job_chunks), rows)
 
     def start(self, job_id: str, texts: int, chunks: int) -> bool:
@@ -137,6 +153,16 @@ class JobStore:
         with self.engine.begin() as conn:
             conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
+
+    def sweep_uploads(self, idle_since: float) -> list[str]:
+        """Discard uploads that stored nothing since `idle_since`: the process taking them
+        died (a live one stores a few chunks at a time). Their ids."""
+        query = select(jobs.c.id).where(jobs.c.state == "uploading", jobs.c.updated_at < idle_since)
+        with self.engine.connect() as conn:
+            abandoned = list(conn.execute(query).scalars())
+        for job_id in abandoned:
+            self.discard(job_id)
+        return abandoned
 
     # Reads
     def job(self, job_id: str, now: float) -> dict[str, Any] | None:

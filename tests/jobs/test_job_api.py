@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import httpx
 
+from localcog.polling import poll
+from receiver.jobs.items import Chunk, Item
+from receiver.jobs.runner import UPLOAD_IDLE_SECONDS
 from tests.support.jobs import JobRig
 from tests.support.receiving import READ_TOKEN, read
 
@@ -84,3 +87,41 @@ def test_cancel_stops_queued_and_running_chunks(rig: JobRig) -> None:
     rig.clock.now += 60
     assert rig.runner.step() is False  # nothing more is created
     assert len(rig.standin.predictions) == 10
+
+
+def test_a_job_canceled_while_it_uploads_is_refused_and_leaves_nothing(rig: JobRig) -> None:
+    def body() -> Iterator[bytes]:
+        yield jsonl(("a", "first"))
+        uploading = poll(
+            lambda: httpx.get(f"{rig.url}/jobs", headers=AUTH).json()["items"] or None,
+            timeout=10,
+            interval=0.05,
+            what="the job being uploaded is listed",
+        )
+        [job] = uploading
+        assert job["state"] == "uploading"
+        assert httpx.post(f"{rig.url}/jobs/{job['id']}/cancel", headers=AUTH).status_code == 200
+        yield jsonl(("b", "second"))
+
+    refused = post_job(rig, body())
+    assert refused.status_code == 409
+    assert "no longer uploading" in refused.json()["error"]
+    assert httpx.get(f"{rig.url}/jobs", headers=AUTH).json()["items"] == []
+
+
+def test_an_upload_whose_process_died_is_swept_and_a_live_one_is_not(rig: JobRig) -> None:
+    """What a receiver killed half way through an upload leaves: a job `uploading` forever."""
+    dead = "job_00000000000000de"
+    slow = "job_0000000000000051"
+    jobs = rig.store.jobs
+    jobs.create(dead, rig.deployment, True, rig.clock.now)
+    jobs.add_chunks(dead, True, [Chunk(0, 0, [Item("a", "text")])], rig.clock.now)
+    rig.clock.now += UPLOAD_IDLE_SECONDS - 60
+    jobs.create(slow, rig.deployment, True, rig.clock.now)  # still coming in
+    assert read(rig.url, f"/jobs/{dead}").json()["state"] == "uploading"
+    rig.clock.now += 61
+    rig.runner.step()
+    assert read(rig.url, f"/jobs/{dead}").status_code == 404
+    assert read(rig.url, f"/jobs/{dead}/chunks/0").status_code == 404
+    assert read(rig.url, f"/jobs/{slow}").json()["state"] == "uploading"
+    assert rig.standin.predictions == {}

@@ -1,8 +1,8 @@
-"""Every prediction a job's chunk has followed, on any attempt.
+"""Every prediction a job's chunk has followed, on any attempt; an upload's last progress.
 
 A chunk whose create got no clear answer is found again on Replicate by its input; a
 prediction an earlier attempt followed (failed, or its file lost) has that input too and must
-not be taken again.
+not be taken again. `jobs.updated_at` tells a live upload from one whose process died.
 
 Revision ID: 0004
 Revises: 0003
@@ -26,3 +26,4 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer, nullable=False),
     )
     op.create_index("chunk_predictions_chunk", "chunk_predictions", ["job_id", "n"])
+    op.add_column("jobs", sa.Column("updated_at", sa.Double))
