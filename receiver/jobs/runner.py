@@ -2,8 +2,9 @@
 
 Each step: (0) uploads whose receiver died half way are discarded; (1) chunks whose creating
 runner stopped, or whose create call got no clear answer, are found on Replicate or queued
-again; (2) chunks whose prediction ended are done once their file is downloaded, or tried again, or
-failed for good after RECEIVER_JOB_MAX_ATTEMPTS; (3) queued chunks become predictions, as
+again; (2) chunks whose prediction ended are done once their file is downloaded, or tried
+again, or failed for good after RECEIVER_JOB_MAX_ATTEMPTS (a prediction with no end an hour
+after its creation is canceled and counts as failed); (3) queued chunks become predictions, as
 fast as the shared rate limit allows; (4) jobs without an open chunk are completed.
 
 The created prediction is recorded like a delivery before the chunk points at it: its row is
@@ -36,6 +37,9 @@ RETRY_BACKOFF_SECONDS = (5, 30, 120)
 WEBHOOK_EVENTS = ["completed"]  # the receiver needs the end only
 CLOCK_SKEW_SECONDS = 300  # Replicate's clock may differ from ours: list a little earlier
 UPLOAD_IDLE_SECONDS = 600  # an upload that stored nothing for this long has lost its process
+# Replicate ends a prediction after 30 minutes, and the reconciler asks about a silent one every
+# RECEIVER_RECONCILE_INTERVAL_SECONDS: an end still unknown after an hour will not come.
+RUN_DEADLINE_SECONDS = 3600
 
 
 class ReplicateCalls(Protocol):
@@ -119,7 +123,7 @@ class JobRunner:
                 made.setdefault(key, []).append(body)
         return made
 
-    # (2) predictions that ended
+    # (2) predictions that ended, or whose end will not come
     def _follow(self) -> None:
         for finished in self.jobs.finished(FOLLOW_BATCH):
             if finished.status != "succeeded":
@@ -136,6 +140,12 @@ class JobRunner:
             elif finished.file_state == "dead":
                 self._again_or_fail(finished, f"its file was lost: {finished.file_error}")
             # queued or running: the download worker has it
+        for late in self.jobs.overdue(self.clock() - RUN_DEADLINE_SECONDS, FOLLOW_BATCH):
+            cancel_quietly(self.api, late.prediction_id)
+            minutes = RUN_DEADLINE_SECONDS // 60
+            self._again_or_fail(
+                late, f"prediction {late.prediction_id} still {late.status} after {minutes} minutes"
+            )
 
     def _finish(self, finished: Finished, outcome: str, error: str | None) -> None:
         self.jobs.finish(

@@ -467,6 +467,31 @@ class JobStore:
                 for row in conn.execute(query)
             ]
 
+    def overdue(self, created_before: float, limit: int) -> list[Finished]:
+        """Running chunks whose prediction, created before `created_before`, has no end in
+        the store: the status it was last seen in."""
+        query = (
+            select(
+                job_chunks.c.job_id,
+                job_chunks.c.n,
+                job_chunks.c.attempts,
+                job_chunks.c.prediction_id,
+                predictions.c.status,
+            )
+            .join(predictions, predictions.c.id == job_chunks.c.prediction_id)
+            .where(
+                job_chunks.c.state == "running",
+                predictions.c.terminal.is_(False),
+                predictions.c.created_at < created_before,
+            )
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                Finished(row.job_id, row.n, row.attempts, row.prediction_id, row.status, None, None)
+                for row in conn.execute(query)
+            ]
+
     def prediction_error(self, prediction_id: str) -> str:
         with self.engine.connect() as conn:
             body = conn.execute(

@@ -12,7 +12,7 @@ import numpy as np
 
 from receiver.downloads import Downloader
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.runner import RETRY_BACKOFF_SECONDS, JobRunner
+from receiver.jobs.runner import RETRY_BACKOFF_SECONDS, RUN_DEADLINE_SECONDS, JobRunner
 from receiver.jobs.store import prediction_input
 from receiver.store import Store
 from tests.support.downloading import drain
@@ -148,6 +148,31 @@ def test_an_output_deleted_before_its_download_is_made_again(rig: JobRig) -> Non
     )
     assert job(rig, job_id)["state"] == "completed"
     downloads.close()
+
+
+def test_a_prediction_whose_end_never_comes_is_canceled_and_made_again(rig: JobRig) -> None:
+    """Replicate lost it, or every webhook and reconcile of it was lost: the chunk moves on."""
+    job_id = submit(rig, texts=2, chunk_size=2)
+    rig.runner.step()
+    [first] = created(rig)
+    rig.clock.now += RUN_DEADLINE_SECONDS - 1
+    rig.runner.step()
+    assert (chunk_of(rig, job_id)["state"], len(created(rig))) == ("running", 1)
+    rig.clock.now += 2
+    rig.runner.step()  # overdue: canceled on Replicate, queued after its backoff
+    assert rig.standin.predictions[first["id"]]["status"] == "canceled"
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()
+    second = created(rig)[-1]
+    assert second["id"] != first["id"]
+    end(rig, {**first, "output": uploaded_npy(rig, 2)}, "succeeded", None)  # late: ignored
+    rig.runner.step()
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["attempts"], chunk["prediction_id"]) == (
+        "running",
+        2,
+        second["id"],
+    )
 
 
 def test_a_runner_that_died_before_recording_its_prediction_finds_it_on_replicate(
