@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench import scratch
 from bench.corpus import mixed_texts
 from embedder.engine import load_tokenizer
 from localcog import REPO
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=1024)
     args = parser.parse_args()
     texts = mixed_texts(args.texts, load_tokenizer(REPO / "weights"), seed=3)
-    with tempfile.TemporaryDirectory(prefix="bench-jobs-", dir=REPO / ".bench") as folder:
+    with scratch("bench-jobs-") as folder:
         work = Path(folder)
         source = work / "corpus.jsonl"
         with source.open("w") as file:

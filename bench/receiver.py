@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,17 +23,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bench import backlog
+from bench import backlog, scratch
 from bench.load import CONNECTIONS, SECRET, LoadResult, paced, saturate, signed_deliveries
 from bench.servers import serve
-from localcog import REPO
 from localcog.loopback import free_port
 from localcog.postgres import scratch_database
 from localcog.processes import stop_on_signals
 from receiver.db import make_engine
 from receiver.tables import deliveries
 
-WORK_ROOT = REPO / ".bench"
 FIXED_SECONDS = 10  # per round at the fixed offered rate
 PARTS = ("comparison", "backlog")
 STORES = ("sqlite", "postgresql")
@@ -188,8 +185,7 @@ def main() -> None:
     # Under the repository, where the receiver's own output folder (./data) lives, not /tmp:
     # on this project's machines creating a file under /tmp costs 0.7 ms of CPU, 30 times what
     # it costs elsewhere on the same disk, and the backlog creates 200 000.
-    WORK_ROOT.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bench-receiver-", dir=WORK_ROOT) as work:
+    with scratch("bench-receiver-") as work:
         workdir = Path(work)
         for part in args.parts:
             for store in args.stores:

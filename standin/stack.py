@@ -21,6 +21,7 @@ from typing import NoReturn
 import httpx
 
 from localcog import REPO
+from localcog.loopback import free_port
 from localcog.processes import stop_on_signals
 from localcog.server import CogServerError
 from receiver.signature import generate_secret
@@ -72,9 +73,10 @@ class LocalStack:
 
 
 def receiver_env(
-    standin: StandIn, api_token: str, read_token: str, data_dir: Path
+    standin: StandIn, api_token: str, read_token: str, data_dir: Path, port: int
 ) -> dict[str, str]:
-    """The receiver's settings: its embedded SQLite store and its files under `data_dir`."""
+    """The receiver's settings: its embedded SQLite store and its files under `data_dir`; it
+    runs corpus jobs, with the stand-in's webhooks coming back to it on `port`."""
     return {
         **clean_env(),
         "REPLICATE_API_TOKEN": api_token,  # it fetches the webhook secret from the API at start
@@ -84,6 +86,7 @@ def receiver_env(
         "RECEIVER_WORKER_POLL_SECONDS": "0.2",
         "RECEIVER_DATABASE_URL": f"sqlite:///{data_dir.resolve() / 'receiver.db'}",
         "RECEIVER_OUTPUT_DIR": str(data_dir.resolve() / "outputs"),
+        "RECEIVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
     }
 
 
@@ -100,8 +103,9 @@ def local_stack(data_dir: Path = DATA) -> Iterator[LocalStack]:
     read_token = secrets.token_urlsafe(16)
     secret = generate_secret()
     with local_replicate(logs, api_token, secret) as standin:
-        env = receiver_env(standin, api_token, read_token, data_dir)
-        with receiver_process(env, logs / "receiver.log") as receiver:
+        port = free_port()
+        env = receiver_env(standin, api_token, read_token, data_dir, port)
+        with receiver_process(env, logs / "receiver.log", port) as receiver:
             yield LocalStack(standin, receiver, api_token, read_token, data_dir)
 
 
@@ -115,6 +119,8 @@ def describe(stack: LocalStack) -> str:
             f"stack: logs in {stack.data_dir / 'logs'}",
             "stack: in another shell, paste these lines, then run `make deploy smoke`:",
             stack.exports(),
+            "stack: then a corpus job on that deployment: python -m receiver jobs submit FILE"
+            f" --deployment {DEPLOYMENT}",
             "stack: running; Ctrl-C stops everything",
         ]
     )

@@ -3,6 +3,7 @@ smoke`, and stopped by Ctrl-C with nothing left running."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from localcog import REPO
 from localcog.polling import PollTimeoutError, poll
-from tests.support.commands import CLEAN_ENV, marked, run_make
+from tests.support.commands import CLEAN_ENV, marked, run_make, run_module
 
 
 @dataclass
@@ -103,7 +105,7 @@ def test_stack_prints_what_the_ship_scripts_need(stack: RunningStack) -> None:
             assert httpx.get(match[2], timeout=5).status_code < 500, line
 
 
-def test_make_deploy_smoke_in_another_shell_then_ctrl_c_stops_everything(
+def test_make_deploy_smoke_and_a_corpus_job_in_another_shell_then_ctrl_c_stops_everything(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     result = run_make("deploy", "smoke", env={**CLEAN_ENV, **stack.exports})
@@ -112,12 +114,33 @@ def test_make_deploy_smoke_in_another_shell_then_ctrl_c_stops_everything(
     assert "smoke: ok, prediction " in result.stdout
     assert (tmp_path / "receiver.db").exists()  # the store it was given, not the user's data/
 
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"line {i} of a small corpus\n" for i in range(30)))
+    job_id = jobs(
+        stack, "submit", str(corpus), "--deployment", "local/embeddings", "--chunk-size", "8"
+    )
+    jobs(stack, "watch", job_id, "--interval", "0.2")
+    jobs(stack, "results", job_id, "--output", str(tmp_path / "vectors.npy"))
+    vectors = np.load(tmp_path / "vectors.npy")
+    assert vectors.shape == (30, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)  # normalized, all there
+    ids_file = (tmp_path / "vectors.ids.jsonl").read_text()
+    ids = [json.loads(line)["id"] for line in ids_file.splitlines()]
+    assert ids == [str(n) for n in range(1, 31)]  # plain text: ids are line numbers, in order
+
     assert marked(stack.marker)  # Cog, the stand-in and the receiver run...
     os.killpg(stack.process.pid, signal.SIGINT)  # ^C in the terminal reaches the whole group
     _, err = stack.process.communicate(timeout=120)
     assert stack.process.returncode == 0
     assert err.strip().splitlines()[-1] == "stack: stopped everything it started"
     assert marked(stack.marker) == []  # ...and are gone
+
+
+def jobs(stack: RunningStack, *args: str) -> str:
+    """`python -m receiver jobs ARGS` with the stack's exports, as a user in another shell."""
+    done = run_module("receiver", "jobs", *args, env=stack.exports, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def test_stack_stops_on_sigterm_too(stack: RunningStack) -> None:
