@@ -88,8 +88,9 @@ def make_engine(url: str, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> Engine:
     )
 
 
-def migrate(engine: Engine) -> None:
-    """Apply every pending migration; safe to call from many processes at once."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply every pending migration (up to `revision`: the tests upgrade a store that holds
+    an older schema's rows); safe to call from many processes at once."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
@@ -99,4 +100,4 @@ def migrate(engine: Engine) -> None:
             connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)

@@ -63,4 +63,5 @@ def job_runner(store: Store, settings: Settings) -> JobRunner:
         ),
         max_attempts=settings.receiver_job_max_attempts,
         claim_seconds=settings.receiver_job_claim_seconds,
+        max_in_flight=settings.receiver_job_max_in_flight,
     )

@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     receiver_job_rate_per_minute: int = Field(600, ge=20)
     receiver_job_poll_seconds: float = Field(1.0, gt=0)
     receiver_job_claim_seconds: float = Field(120, ge=4)
+    receiver_job_max_in_flight: int = Field(100, ge=1)
     receiver_max_job_bytes: int = Field(1 << 30, ge=1024)
 
     _split_lists = field_validator(

@@ -117,7 +117,6 @@ job_chunks = Table(
     Column("finished_at", Double),
     Index("job_chunks_ready", "state", "next_attempt_at"),
     Index("job_chunks_prediction", "prediction_id"),
-    Index("job_chunks_digest", "digest"),
 )
 
 # Every prediction a chunk has followed, on any attempt: one is never taken by a second chunk,

@@ -117,7 +117,7 @@ def newest_first(prediction: dict[str, Any]) -> tuple[float, str]:
 
 
 @router.get("/predictions")
-def list_predictions(
+async def list_predictions(
     memory: Memory,
     created_after: str | None = None,
     created_before: str | None = None,
@@ -125,7 +125,9 @@ def list_predictions(
 ) -> dict[str, Any]:
     """Every prediction, newest first, PAGE_SIZE a page; `created_after` is inclusive and
     `created_before` exclusive, as Replicate documents them. The cursor is the number of
-    predictions already returned under the same filters (opaque to clients)."""
+    predictions already returned under the same filters (opaque to clients): a prediction
+    created during a walk may repeat one at a page boundary, as with any offset. Async: it reads
+    `memory` on the loop that changes it."""
     after = time_param("created_after", created_after)
     before = time_param("created_before", created_before)
     chosen = []

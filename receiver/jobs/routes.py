@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from receiver.context import AppContext, Context, RefusedError
 from receiver.file_response import stored_attachment
 from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
-from receiver.jobs.runner import cancel_quietly
+from receiver.jobs.runner import UPLOAD_IDLE_SECONDS, cancel_quietly
 from receiver.jobs.store import UploadGoneError
 from receiver.routes import reader
 from receiver.store import iso
@@ -26,6 +26,9 @@ log = logging.getLogger("receiver")
 DEPLOYMENT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}/[a-z0-9][a-z0-9_.-]{0,127}")
 JOB_ID = re.compile(r"job_[0-9a-f]{16}")
 CHUNKS_PER_TRANSACTION = 16
+# A live upload says so this often, stored chunks or not, so the sweep (UPLOAD_IDLE_SECONDS of
+# silence) takes only those whose receiver died.
+UPLOAD_TOUCH_SECONDS = UPLOAD_IDLE_SECONDS / 10
 MAX_LINE_BYTES = (2 << 20) * 6 + 1024  # a 2 MiB text, every character escaped as \uXXXX
 
 job_routes = APIRouter(prefix="/jobs", dependencies=[Depends(reader)])
@@ -33,6 +36,7 @@ job_routes = APIRouter(prefix="/jobs", dependencies=[Depends(reader)])
 
 def _job_view(job: dict[str, Any]) -> dict[str, Any]:
     view = {**job, "created_at": iso(job["created_at"])}
+    del view["updated_at"]  # the upload sweep's, not the user's
     view["finished_at"] = iso(job["finished_at"]) if job["finished_at"] else None
     return view
 
@@ -97,6 +101,7 @@ async def _store_upload(
     checker = LineChecker(jsonl=True)
     cutter = ChunkCutter(chunk_size)
     batch: list[Chunk] = []
+    stored_at = ctx.clock()
     async for line in _lines(request, ctx.settings.receiver_max_job_bytes):
         batch += cutter.add(checker.check(line))
         if len(batch) >= CHUNKS_PER_TRANSACTION:
@@ -104,6 +109,10 @@ async def _store_upload(
                 ctx.store.jobs.add_chunks, job_id, normalize, batch, ctx.clock()
             )
             batch = []
+            stored_at = ctx.clock()
+        elif ctx.clock() - stored_at >= UPLOAD_TOUCH_SECONDS:  # slow, not dead: not to be swept
+            await asyncio.to_thread(ctx.store.jobs.touch, job_id, ctx.clock())
+            stored_at = ctx.clock()
     checker.finish()
     batch += cutter.end()
     if batch:

@@ -26,7 +26,15 @@ from typing import Any, Protocol
 from replicate.exceptions import ReplicateError
 
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.store import Claim, Finished, JobStore, Stalled, input_digest
+from receiver.jobs.store import (
+    Claim,
+    Finished,
+    Follow,
+    JobStore,
+    Overdue,
+    Stalled,
+    input_digest,
+)
 from receiver.replicate_api import ThrottledError
 from receiver.store import Store
 
@@ -59,11 +67,13 @@ class JobRunner:
         limit: SharedRateLimit,
         max_attempts: int,
         claim_seconds: float = 120,
+        max_in_flight: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`claim_seconds`: how long a chunk being created stays this runner's. It outlives
         the create call (Replicate.create gives up after a quarter of it), so a chunk is taken
-        over only from a runner that stopped, never from one still waiting for an answer."""
+        over only from a runner that stopped, never from one still waiting for an answer.
+        `max_in_flight`: chunks being created or running on one deployment at most."""
         self.store = store
         self.jobs: JobStore = store.jobs
         self.api = api
@@ -71,6 +81,7 @@ class JobRunner:
         self.limit = limit
         self.max_attempts = max_attempts
         self.claim_seconds = claim_seconds
+        self.max_in_flight = max_in_flight
         self.clock = clock
 
     def step(self) -> bool:
@@ -90,38 +101,56 @@ class JobRunner:
             return
         since = min(chunk.claimed_at for chunk in stalled) - CLOCK_SKEW_SECONDS
         try:
-            made = self._made_since(since, stalled)
+            listed = self._listed_since(since, stalled)
         except Exception as exc:  # unknown: wait rather than risk creating a chunk twice
             log.warning("cannot list Replicate's predictions to recover chunks: %s", exc)
             return
+        made = self._unfollowed(listed)
         for chunk in stalled:
             found = made.get((chunk.deployment, chunk.digest))
-            if not found:
-                self.jobs.retry(chunk.job_id, chunk.n, chunk.attempt, "creating", self.clock())
-                continue
-            body = found.pop()
-            prediction_id = str(body["id"])
-            self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
-            self.jobs.follow(chunk.job_id, chunk.n, chunk.attempt, prediction_id)
-            log.info("job %s chunk %d: found prediction %s", chunk.job_id, chunk.n, prediction_id)
+            if found:
+                self._adopt(chunk, found.pop())
+            else:  # the create made nothing: not an attempt
+                again = self.clock() + RETRY_BACKOFF_SECONDS[0]
+                self.jobs.retry(chunk.job_id, chunk.n, chunk.attempt, "creating", again, False)
 
-    def _made_since(
+    def _listed_since(
         self, since: float, stalled: list[Stalled]
-    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """Replicate's predictions since `since` that a stalled chunk may own, by deployment
-        and input digest, less those another chunk follows."""
+    ) -> dict[str, tuple[tuple[str, str], dict[str, Any]]]:
+        """Replicate's predictions since `since` that a stalled chunk may own, by id (a page
+        boundary moving under new creations may list one twice), with their chunk key."""
+        deployments = {chunk.deployment for chunk in stalled}
         wanted = {(chunk.deployment, chunk.digest) for chunk in stalled}
-        candidates = []
+        listed = {}
         for body in self.api.created_after(since):
-            key = (str(body.get("deployment")), input_digest(body.get("input")))
+            deployment = str(body.get("deployment"))
+            if deployment not in deployments:
+                continue  # and its input is never hashed
+            key = (deployment, input_digest(body.get("input")))
             if key in wanted:
-                candidates.append((key, body))
-        taken = self.jobs.followed([str(body["id"]) for _, body in candidates])
+                listed[str(body["id"])] = (key, body)
+        return listed
+
+    def _unfollowed(
+        self, listed: dict[str, tuple[tuple[str, str], dict[str, Any]]]
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """The listed predictions no chunk has followed, by chunk key."""
+        taken = self.jobs.followed(list(listed))
         made: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for key, body in candidates:
-            if str(body["id"]) not in taken:
+        for prediction_id, (key, body) in listed.items():
+            if prediction_id not in taken:
                 made.setdefault(key, []).append(body)
         return made
+
+    def _adopt(self, chunk: Stalled, body: dict[str, Any]) -> None:
+        """A stalled chunk's prediction, found on Replicate: recorded, then followed. If
+        another runner took it first, the chunk stays stalled for the next step."""
+        prediction_id = str(body["id"])
+        self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
+        outcome = self.jobs.follow(chunk.job_id, chunk.n, chunk.attempt, prediction_id)
+        log.info("job %s chunk %d: found %s", chunk.job_id, chunk.n, prediction_id)
+        if outcome is Follow.NOT_OURS:  # canceled meanwhile: stop it
+            cancel_quietly(self.api, prediction_id)
 
     # (2) predictions that ended, or whose end will not come
     def _follow(self) -> None:
@@ -147,12 +176,12 @@ class JobRunner:
                 late, f"prediction {late.prediction_id} still {late.status} after {minutes} minutes"
             )
 
-    def _finish(self, finished: Finished, outcome: str, error: str | None) -> None:
+    def _finish(self, finished: Finished | Overdue, outcome: str, error: str | None) -> None:
         self.jobs.finish(
             finished.job_id, finished.n, finished.attempt, "running", outcome, error, self.clock()
         )
 
-    def _again_or_fail(self, finished: Finished, error: str) -> None:
+    def _again_or_fail(self, finished: Finished | Overdue, error: str) -> None:
         if finished.attempt >= self.max_attempts:
             self._finish(finished, "failed", f"{error} (after {finished.attempt} attempts)")
             return
@@ -164,7 +193,7 @@ class JobRunner:
 
     # (3) new predictions
     def _dispatch(self) -> int:
-        claims = self.jobs.claim(self.clock(), self.claim_seconds, CLAIM_BATCH)
+        claims = self.jobs.claim(self.clock(), self.claim_seconds, CLAIM_BATCH, self.max_in_flight)
         created = 0
         for index, claim in enumerate(claims):
             wait = self.limit.take(self.clock())
@@ -206,8 +235,8 @@ class JobRunner:
             return 0
         prediction_id = str(body["id"])
         self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
-        if not self.jobs.follow(claim.job_id, claim.n, claim.attempt, prediction_id):
-            # the job was canceled while Replicate answered: stop the prediction
+        outcome = self.jobs.follow(claim.job_id, claim.n, claim.attempt, prediction_id)
+        if outcome is Follow.NOT_OURS:  # canceled, or taken over, while Replicate answered
             cancel_quietly(self.api, prediction_id)
         return 1
 

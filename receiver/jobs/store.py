@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -87,6 +88,25 @@ class Finished:
     file_error: str | None
 
 
+@dataclass(frozen=True)
+class Overdue:
+    """A running chunk whose prediction has had no end for too long: its last known status."""
+
+    job_id: str
+    n: int
+    attempt: int
+    prediction_id: str
+    status: str
+
+
+class Follow(Enum):
+    """What tying a created or found prediction to a chunk's attempt did (`JobStore.follow`)."""
+
+    FOLLOWED = "followed"
+    TAKEN = "taken"
+    NOT_OURS = "not ours"
+
+
 class JobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -149,20 +169,38 @@ class JobStore:
         return result.rowcount == 1
 
     def discard(self, job_id: str) -> None:
-        """An upload that failed half way leaves nothing behind."""
+        """An upload that failed half way leaves nothing behind. The job's row goes first: a
+        concurrent `add_chunks`, which updates that row, either commits before (its chunks are
+        then deleted here) or finds the job gone."""
         with self.engine.begin() as conn:
-            conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
             conn.execute(delete(jobs).where(jobs.c.id == job_id))
+            conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
 
     def sweep_uploads(self, idle_since: float) -> list[str]:
         """Discard uploads that stored nothing since `idle_since`: the process taking them
-        died (a live one stores a few chunks at a time). Their ids."""
-        query = select(jobs.c.id).where(jobs.c.state == "uploading", jobs.c.updated_at < idle_since)
+        died (a live one stores chunks, or touches the job, every UPLOAD_TOUCH_SECONDS). Each is
+        deleted only if it is still such an upload: one that started meanwhile is kept. Their
+        ids."""
+        idle = (jobs.c.state == "uploading") & (jobs.c.updated_at < idle_since)
         with self.engine.connect() as conn:
-            abandoned = list(conn.execute(query).scalars())
-        for job_id in abandoned:
-            self.discard(job_id)
-        return abandoned
+            candidates = list(conn.execute(select(jobs.c.id).where(idle)).scalars())
+        swept = []
+        for job_id in candidates:
+            with self.engine.begin() as conn:
+                gone = conn.execute(delete(jobs).where(jobs.c.id == job_id, idle))
+                if gone.rowcount == 1:
+                    conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
+                    swept.append(job_id)
+        return swept
+
+    def touch(self, job_id: str, now: float) -> None:
+        """An upload still coming in, though it stored no chunk lately (a slow client)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == "uploading")
+                .values(updated_at=now)
+            )
 
     # Reads
     def job(self, job_id: str, now: float) -> dict[str, Any] | None:
@@ -257,9 +295,12 @@ class JobStore:
         return [pid for pid in running if pid]
 
     # The runner
-    def claim(self, now: float, lease: float, limit: int) -> list[Claim]:
+    def claim(self, now: float, lease: float, limit: int, max_in_flight: int) -> list[Claim]:
         """Up to `limit` queued chunks of running jobs, due now, oldest first: each is this
-        runner's until `now + lease` (PostgreSQL: rows another runner is claiming are skipped)."""
+        runner's until `now + lease` (PostgreSQL: rows another runner is claiming are skipped).
+        No deployment gets more than `max_in_flight` chunks being created or running: what its
+        instances cannot take waits in Replicate's queue, and a prediction's hour runs from its
+        creation (RUN_DEADLINE_SECONDS). Two runners claiming at once may pass it by a batch."""
         query = (
             select(
                 job_chunks.c.job_id,
@@ -282,7 +323,13 @@ class JobStore:
             query = query.with_for_update(of=job_chunks, skip_locked=True)
         claims = []
         with self.engine.begin() as conn:
-            for row in conn.execute(query).all():
+            room = self._room(conn, max_in_flight)
+            full = [deployment for deployment, free in room.items() if free <= 0]
+            for row in conn.execute(query.where(jobs.c.deployment.not_in(full))).all():
+                free = room.get(row.deployment, max_in_flight)
+                if free <= 0:
+                    continue
+                room[row.deployment] = free - 1
                 attempt = row.attempts + 1
                 conn.execute(
                     update(job_chunks)
@@ -305,6 +352,17 @@ class JobStore:
                     )
                 )
         return claims
+
+    def _room(self, conn: Connection, max_in_flight: int) -> dict[str, int]:
+        """Chunks each busy deployment may still take."""
+        in_flight = (
+            select(jobs.c.deployment, func.count())
+            .select_from(job_chunks)
+            .join(jobs, jobs.c.id == job_chunks.c.job_id)
+            .where(job_chunks.c.state.in_(("creating", "running")))
+            .group_by(jobs.c.deployment)
+        )
+        return {deployment: max_in_flight - count for deployment, count in conn.execute(in_flight)}
 
     def _move(self, job_id: str, n: int, attempt: int, current: str, **values: Any) -> bool:
         """Change one chunk in state `current` if this attempt still holds it."""
@@ -331,33 +389,32 @@ class JobStore:
         runner's (taken over after a stall, or canceled): then it must not be created."""
         return self._move(claim.job_id, claim.n, claim.attempt, "creating", lease_until=until)
 
-    def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> bool:
-        """The chunk's prediction is this one: the chunk follows it to its file. The
-        prediction is the chunk's for good: no other chunk or later attempt takes it."""
+    def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> Follow:
+        """Tie the prediction to this attempt of the chunk, for good: no other chunk or later
+        attempt takes it. FOLLOWED: the chunk follows it to its file. TAKEN: another attempt
+        holds it already; nothing changes. NOT_OURS: the chunk is no longer this attempt's
+        (canceled, or taken over after a stall); the tie is kept so that no one adopts the
+        prediction, which the caller stops."""
         claim = (
             dialect_insert(self.engine)(chunk_predictions)
             .values(prediction_id=prediction_id, job_id=job_id, n=n, attempt=attempt)
             .on_conflict_do_nothing()
             .returning(chunk_predictions.c.prediction_id)
         )
-        with self.engine.connect() as conn:
-            moved = False
-            if conn.execute(claim).first() is not None:  # else another chunk took it first
-                moved = self._moved(
-                    conn,
-                    job_id,
-                    n,
-                    attempt,
-                    "creating",
-                    state="running",
-                    prediction_id=prediction_id,
-                    lease_until=None,
-                )
-            if moved:
-                conn.commit()
-            else:
-                conn.rollback()
-        return moved
+        with self.engine.begin() as conn:
+            if conn.execute(claim).first() is None:
+                return Follow.TAKEN
+            moved = self._moved(
+                conn,
+                job_id,
+                n,
+                attempt,
+                "creating",
+                state="running",
+                prediction_id=prediction_id,
+                lease_until=None,
+            )
+        return Follow.FOLLOWED if moved else Follow.NOT_OURS
 
     def retry(
         self, job_id: str, n: int, attempt: int, current: str, at: float, counted: bool = True
@@ -467,7 +524,7 @@ class JobStore:
                 for row in conn.execute(query)
             ]
 
-    def overdue(self, created_before: float, limit: int) -> list[Finished]:
+    def overdue(self, created_before: float, limit: int) -> list[Overdue]:
         """Running chunks whose prediction, created before `created_before`, has no end in
         the store: the status it was last seen in."""
         query = (
@@ -488,7 +545,7 @@ class JobStore:
         )
         with self.engine.connect() as conn:
             return [
-                Finished(row.job_id, row.n, row.attempts, row.prediction_id, row.status, None, None)
+                Overdue(row.job_id, row.n, row.attempts, row.prediction_id, row.status)
                 for row in conn.execute(query)
             ]
 

@@ -125,3 +125,33 @@ def test_an_upload_whose_process_died_is_swept_and_a_live_one_is_not(rig: JobRig
     assert read(rig.url, f"/jobs/{dead}/chunks/0").status_code == 404
     assert read(rig.url, f"/jobs/{slow}").json()["state"] == "uploading"
     assert rig.standin.predictions == {}
+
+
+def test_a_slow_upload_is_not_taken_for_a_dead_one(rig: JobRig) -> None:
+    """Lines keep coming, too few to store a chunk batch: the upload says it is alive."""
+
+    def body() -> Iterator[bytes]:
+        yield jsonl(("a", "first"))
+        [job] = poll(
+            lambda: httpx.get(f"{rig.url}/jobs", headers=AUTH).json()["items"] or None,
+            timeout=10,
+            interval=0.05,
+            what="the job being uploaded is listed",
+        )
+        rig.clock.now += UPLOAD_IDLE_SECONDS - 100
+        yield jsonl(("b", "second"))
+        poll(
+            lambda: (
+                rig.store.jobs.job(job["id"], rig.clock.now)["updated_at"] == rig.clock.now or None
+            ),
+            timeout=10,
+            interval=0.05,
+            what="the upload touched its job",
+        )
+        rig.clock.now += 200  # idle long since the upload began, not since its last line
+        rig.runner.step()
+        yield jsonl(("c", "third"))
+
+    response = post_job(rig, body())
+    assert response.status_code == 201, response.text
+    assert response.json()["texts"] == 3

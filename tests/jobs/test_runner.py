@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -12,8 +13,13 @@ import numpy as np
 
 from receiver.downloads import Downloader
 from receiver.jobs.rate import SharedRateLimit
-from receiver.jobs.runner import RETRY_BACKOFF_SECONDS, RUN_DEADLINE_SECONDS, JobRunner
-from receiver.jobs.store import prediction_input
+from receiver.jobs.runner import (
+    RETRY_BACKOFF_SECONDS,
+    RUN_DEADLINE_SECONDS,
+    JobRunner,
+    ReplicateCalls,
+)
+from receiver.jobs.store import Claim, prediction_input
 from receiver.store import Store
 from tests.support.downloading import drain
 from tests.support.jobs import JobRig
@@ -108,6 +114,11 @@ def test_a_failed_prediction_is_tried_again_then_fails_for_good_with_its_error(
     assert len(created(rig)) == 3
 
 
+def died_claiming(rig: JobRig) -> list[Claim]:
+    """What a runner that dies right after claiming leaves: chunks `creating`, claimed."""
+    return rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10, max_in_flight=100)
+
+
 def chunk_of(rig: JobRig, job_id: str, n: int = 0) -> dict[str, Any]:
     found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}/chunks/{n}").json()
     return found
@@ -180,7 +191,7 @@ def test_a_runner_that_died_before_recording_its_prediction_finds_it_on_replicat
 ) -> None:
     job_id = submit(rig, texts=2, chunk_size=2)
     # What a runner does up to the moment it dies: claim, create; never record nor follow.
-    [claim] = rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)
+    [claim] = died_claiming(rig)
     payload = {"input": claim.input, "webhook": rig.runner.webhook_url}
     body = rig.runner.api.create(claim.deployment, payload)
     # Not to be taken for it: on Replicate, the same texts on another deployment and this
@@ -246,13 +257,31 @@ def test_a_create_that_never_reached_replicate_is_made_once_its_claim_runs_out(
     assert created(rig) == []
     assert chunk_of(rig, job_id)["state"] == "creating"
     rig.clock.now += rig.runner.claim_seconds + 1
-    rig.runner.step()  # not on Replicate's list: queued again, and created
+    rig.runner.step()  # not on Replicate's list: queued again after a backoff
+    assert created(rig) == []
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()
+    [made] = created(rig)
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["prediction_id"]) == ("running", made["id"])
+    assert chunk["attempts"] == 1  # a create that made nothing is not an attempt
+
+
+def test_an_outage_of_replicates_create_stalls_a_job_and_never_fails_it(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    for _ in range(rig.runner.max_attempts + 2):
+        rig.standin.gateway_errors = 1  # every create answered 502, none made
+        rig.runner.step()
+        rig.clock.now += rig.runner.claim_seconds + 1
+        rig.runner.step()  # not made: queued again, uncounted
+        rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()  # Replicate is back
     [made] = created(rig)
     chunk = chunk_of(rig, job_id)
     assert (chunk["state"], chunk["prediction_id"], chunk["attempts"]) == (
         "running",
         made["id"],
-        2,
+        1,
     )
 
 
@@ -263,9 +292,12 @@ def test_a_prediction_an_earlier_attempt_gave_up_is_never_taken_again(rig: JobRi
     end(rig, first, "failed", "worker died")
     rig.runner.step()  # queued again after its backoff
     rig.clock.now += 10
-    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # attempt 2; then it died
+    died_claiming(rig)  # attempt 2; then it died
     rig.clock.now += rig.runner.claim_seconds + 1
     rig.runner.step()  # the first prediction has the chunk's input, and is not its own now
+    assert chunk_of(rig, job_id)["state"] == "queued"
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()
     assert len(created(rig)) == 2
     chunk = chunk_of(rig, job_id)
     assert chunk["state"] == "running"
@@ -274,12 +306,15 @@ def test_a_prediction_an_earlier_attempt_gave_up_is_never_taken_again(rig: JobRi
 
 def test_stalled_chunks_wait_while_replicate_cannot_list_its_predictions(rig: JobRig) -> None:
     job_id = submit(rig, texts=1, chunk_size=1)
-    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # and then it died
+    died_claiming(rig)
     rig.clock.now += rig.runner.claim_seconds + 1
     rig.standin.gateway_errors = 1  # the list call answers 502 (429s the client retries)
     rig.runner.step()
     assert chunk_of(rig, job_id)["state"] == "creating"  # not guessed: waits for the list
     assert created(rig) == []
+    rig.runner.step()
+    assert chunk_of(rig, job_id)["state"] == "queued"
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
     rig.runner.step()
     assert chunk_of(rig, job_id)["state"] == "running"
     assert len(created(rig)) == 1
@@ -287,12 +322,100 @@ def test_stalled_chunks_wait_while_replicate_cannot_list_its_predictions(rig: Jo
 
 def test_a_stopped_runner_whose_prediction_never_came_is_queued_again(rig: JobRig) -> None:
     job_id = submit(rig, texts=1, chunk_size=1)
-    rig.store.jobs.claim(rig.clock.now, rig.runner.claim_seconds, 10)  # and then it died
+    died_claiming(rig)
     rig.clock.now += rig.runner.claim_seconds + 1
     rig.runner.step()
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    rig.runner.step()
     chunk = read(rig.url, f"/jobs/{job_id}/chunks/0").json()
-    assert (chunk["state"], chunk["attempts"]) == ("running", 2)
+    assert (chunk["state"], chunk["attempts"]) == ("running", 1)
     assert len(created(rig)) == 1
+
+
+class StallsAfterCreate:
+    """Replicate's API as a runner sees it when it stalls (a pause, a slow store) between
+    Replicate's answer to its create and its record of it: `meanwhile` runs in that gap."""
+
+    def __init__(self, api: ReplicateCalls, meanwhile: Callable[[], None]) -> None:
+        self.api = api
+        self.meanwhile = meanwhile
+
+    def create(self, deployment: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = self.api.create(deployment, payload)
+        self.meanwhile()
+        return body
+
+    def cancel(self, prediction_id: str) -> None:
+        self.api.cancel(prediction_id)
+
+    def created_after(self, after: float) -> Iterator[dict[str, Any]]:
+        return self.api.created_after(after)
+
+
+def stalling_runner(rig: JobRig, meanwhile: Callable[[], None]) -> JobRunner:
+    return JobRunner(
+        rig.store,
+        StallsAfterCreate(rig.runner.api, meanwhile),
+        webhook_url=rig.runner.webhook_url,
+        limit=rig.runner.limit,
+        max_attempts=3,
+        clock=rig.clock,
+    )
+
+
+def test_a_stalled_runner_leaves_alone_the_prediction_another_runner_adopted(
+    rig: JobRig,
+) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+
+    def others_recover_it() -> None:
+        rig.clock.now += rig.runner.claim_seconds + 1
+        rig.runner.step()  # finds the prediction on Replicate and follows it
+
+    stalling_runner(rig, others_recover_it).step()
+    [made] = created(rig)
+    assert rig.standin.predictions[made["id"]]["status"] != "canceled"
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["prediction_id"]) == ("running", made["id"])
+
+
+def test_a_prediction_whose_job_was_canceled_while_it_was_created_is_stopped(
+    rig: JobRig,
+) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+
+    def cancel_job() -> None:
+        assert httpx.post(f"{rig.url}/jobs/{job_id}/cancel", headers=AUTH).status_code == 200
+
+    stalling_runner(rig, cancel_job).step()
+    [made] = created(rig)
+    assert rig.standin.predictions[made["id"]]["status"] == "canceled"
+    assert chunk_of(rig, job_id)["state"] == "canceled"
+
+
+def test_no_deployment_gets_more_chunks_in_flight_than_its_cap(rig: JobRig) -> None:
+    """What Replicate's instances cannot take would wait in its queue past a prediction's
+    hour: the runner keeps the rest queued at home."""
+    job_id = submit(rig, texts=8, chunk_size=1)
+    capped = JobRunner(
+        rig.store,
+        rig.runner.api,
+        webhook_url=rig.runner.webhook_url,
+        limit=rig.runner.limit,
+        max_attempts=3,
+        max_in_flight=3,
+        clock=rig.clock,
+    )
+    capped.step()
+    assert len(created(rig)) == 3
+    rig.clock.now += 60
+    capped.step()
+    assert len(created(rig)) == 3  # none has ended
+    end(rig, {**created(rig)[0], "output": uploaded_npy(rig, 1)}, "succeeded", None)
+    end(rig, created(rig)[1], "failed", "worker died")
+    capped.step()  # one's file still downloading: in flight; one queued again: one slot
+    assert len(created(rig)) == 4
+    assert job(rig, job_id)["chunk_states"]["queued"] == 5
 
 
 def test_a_429_storm_from_replicates_own_limit_ends_with_each_chunk_created_once(
