@@ -14,7 +14,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
+import pandas
+import polars
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -155,6 +158,22 @@ def test_a_job_comes_back_in_input_order_equal_to_direct_embeddings(
     assert np.array_equal(
         np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), vectors
     )
+    assert_readable_by_dataframe_tools(parquet, ids, vectors)
+
+
+def assert_readable_by_dataframe_tools(parquet: Path, ids: list[str], vectors: np.ndarray) -> None:
+    """What users open results with reads the same ids and vectors, in order."""
+    frame = pandas.read_parquet(parquet)
+    assert frame["id"].tolist() == ids
+    assert np.array_equal(np.stack(frame["embedding"].to_numpy()), vectors)
+    polars_frame = polars.read_parquet(parquet)
+    assert polars_frame.schema["embedding"] == polars.Array(polars.Float32, 384)
+    assert polars_frame["id"].to_list() == ids
+    assert np.array_equal(polars_frame["embedding"].to_numpy(), vectors)
+    with duckdb.connect() as db:  # a FLOAT[] list to DuckDB: Parquet has no fixed-size list
+        rows = db.execute(f"SELECT id, embedding FROM '{parquet}'").fetchall()
+    assert [row[0] for row in rows] == ids
+    assert np.array_equal(np.array([row[1] for row in rows], dtype=np.float32), vectors)
 
 
 def test_a_bad_file_is_refused_with_its_line_and_creates_nothing(
