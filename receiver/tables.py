@@ -109,6 +109,8 @@ job_chunks = Table(
     # queued, creating, running, done, failed, canceled
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
+    # claims that ended with no prediction (its runner died, or its create made nothing)
+    Column("lost_claims", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", Double, nullable=False),
     Column("lease_until", Double),
     Column("claimed_at", Double),

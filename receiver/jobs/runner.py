@@ -48,6 +48,9 @@ UPLOAD_IDLE_SECONDS = 600  # an upload that stored nothing for this long has los
 # Replicate ends a prediction after 30 minutes, and the reconciler asks about a silent one every
 # RECEIVER_RECONCILE_INTERVAL_SECONDS: an end still unknown after an hour will not come.
 RUN_DEADLINE_SECONDS = 3600
+# Claims of one chunk that may end with no prediction: about an hour of tries at the default
+# RECEIVER_JOB_CLAIM_SECONDS.
+MAX_LOST_CLAIMS = 30
 
 
 class ReplicateCalls(Protocol):
@@ -110,9 +113,28 @@ class JobRunner:
             found = made.get((chunk.deployment, chunk.digest))
             if found:
                 self._adopt(chunk, found.pop())
-            else:  # the create made nothing: not an attempt
-                again = self.clock() + RETRY_BACKOFF_SECONDS[0]
-                self.jobs.retry(chunk.job_id, chunk.n, chunk.attempt, "creating", again, False)
+            else:
+                self._lost(chunk)
+
+    def _lost(self, chunk: Stalled) -> None:
+        """A claim that made nothing on Replicate is not an attempt: the chunk is queued
+        again after a backoff, so an outage of the API stalls a job without failing it. A chunk
+        no claim of which comes to anything for MAX_LOST_CLAIMS tries (an input whose create
+        always times out) fails for good: its job must end."""
+        if chunk.lost_claims + 1 < MAX_LOST_CLAIMS:
+            self.jobs.put_back(chunk, self.clock() + RETRY_BACKOFF_SECONDS[0], lost=True)
+            return
+        reason = f"no prediction came of {MAX_LOST_CLAIMS} tries to create it"
+        self.jobs.finish(
+            chunk.job_id,
+            chunk.n,
+            chunk.attempt,
+            "creating",
+            "failed",
+            reason,
+            self.clock(),
+            chunk.claimed_at,
+        )
 
     def _listed_since(
         self, since: float, stalled: list[Stalled]
@@ -126,7 +148,10 @@ class JobRunner:
             deployment = str(body.get("deployment"))
             if deployment not in deployments:
                 continue  # and its input is never hashed
-            key = (deployment, input_digest(body.get("input")))
+            try:
+                key = (deployment, input_digest(body.get("input")))
+            except TypeError:  # not ours: our inputs are strings and a flag
+                continue
             if key in wanted:
                 listed[str(body["id"])] = (key, body)
         return listed
@@ -147,7 +172,7 @@ class JobRunner:
         another runner took it first, the chunk stays stalled for the next step."""
         prediction_id = str(body["id"])
         self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
-        outcome = self.jobs.follow(chunk.job_id, chunk.n, chunk.attempt, prediction_id)
+        outcome = self.jobs.follow(chunk, prediction_id)
         log.info("job %s chunk %d: found %s", chunk.job_id, chunk.n, prediction_id)
         if outcome is Follow.NOT_OURS:  # canceled meanwhile: stop it
             cancel_quietly(self.api, prediction_id)
@@ -187,9 +212,7 @@ class JobRunner:
             return
         backoff = RETRY_BACKOFF_SECONDS[min(finished.attempt, len(RETRY_BACKOFF_SECONDS)) - 1]
         log.info("job %s chunk %d: %s; again in %d s", finished.job_id, finished.n, error, backoff)
-        self.jobs.retry(
-            finished.job_id, finished.n, finished.attempt, "running", self.clock() + backoff
-        )
+        self.jobs.retry(finished.job_id, finished.n, finished.attempt, self.clock() + backoff)
 
     # (3) new predictions
     def _dispatch(self) -> int:
@@ -225,7 +248,14 @@ class JobRunner:
             if exc.status is not None and exc.status < 500:  # refused: it would be again
                 reason = f"Replicate refused the prediction: {exc.status} {exc.detail or exc.title}"
                 self.jobs.finish(
-                    claim.job_id, claim.n, claim.attempt, "creating", "failed", reason, self.clock()
+                    claim.job_id,
+                    claim.n,
+                    claim.attempt,
+                    "creating",
+                    "failed",
+                    reason,
+                    self.clock(),
+                    claim.claimed_at,
                 )
                 return 0
             self._unclear(claim, exc)
@@ -235,7 +265,7 @@ class JobRunner:
             return 0
         prediction_id = str(body["id"])
         self.store.record(f"create:{prediction_id}", body, self.clock(), source="create")
-        outcome = self.jobs.follow(claim.job_id, claim.n, claim.attempt, prediction_id)
+        outcome = self.jobs.follow(claim, prediction_id)
         if outcome is Follow.NOT_OURS:  # canceled, or taken over, while Replicate answered
             cancel_quietly(self.api, prediction_id)
         return 1
@@ -247,7 +277,7 @@ class JobRunner:
 
     def _put_back(self, claims: list[Claim], at: float) -> None:
         for claim in claims:
-            self.jobs.retry(claim.job_id, claim.n, claim.attempt, "creating", at, counted=False)
+            self.jobs.put_back(claim, at, lost=False)
 
 
 def cancel_quietly(api: ReplicateCalls, prediction_id: str) -> None:

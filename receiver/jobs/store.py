@@ -53,11 +53,14 @@ class UploadGoneError(LookupError):
 
 @dataclass(frozen=True)
 class Claim:
-    """A chunk this runner creates a prediction for; `attempt` fences every later move."""
+    """A chunk this runner creates a prediction for. `attempt` and `claimed_at` fence every
+    later move: an attempt number comes back after a claim that made nothing, a claim's time
+    never does."""
 
     job_id: str
     n: int
     attempt: int
+    claimed_at: float
     deployment: str
     input: dict[str, Any]
 
@@ -70,9 +73,10 @@ class Stalled:
     job_id: str
     n: int
     attempt: int
+    claimed_at: float
     deployment: str
     digest: str
-    claimed_at: float
+    lost_claims: int  # earlier claims of it that ended with no prediction
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class JobStore:
                     "digest": input_digest(prediction_input(texts, normalize)),
                     "state": "queued",
                     "attempts": 0,
+                    "lost_claims": 0,
                     "next_attempt_at": now,
                 }
             )
@@ -169,12 +174,13 @@ class JobStore:
         return result.rowcount == 1
 
     def discard(self, job_id: str) -> None:
-        """An upload that failed half way leaves nothing behind. The job's row goes first: a
-        concurrent `add_chunks`, which updates that row, either commits before (its chunks are
-        then deleted here) or finds the job gone."""
+        """An upload that failed half way leaves nothing behind; a job that started is kept.
+        The job's row goes first: a concurrent `add_chunks`, which updates that row, either
+        commits before (its chunks are then deleted here) or finds the job gone."""
+        unstarted = (jobs.c.id == job_id) & jobs.c.state.in_(("uploading", "canceled"))
         with self.engine.begin() as conn:
-            conn.execute(delete(jobs).where(jobs.c.id == job_id))
-            conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
+            if conn.execute(delete(jobs).where(unstarted)).rowcount == 1:
+                conn.execute(delete(job_chunks).where(job_chunks.c.job_id == job_id))
 
     def sweep_uploads(self, idle_since: float) -> list[str]:
         """Discard uploads that stored nothing since `idle_since`: the process taking them
@@ -347,6 +353,7 @@ class JobStore:
                         row.job_id,
                         row.n,
                         attempt,
+                        now,
                         row.deployment,
                         prediction_input(texts, row.normalize),
                     )
@@ -364,32 +371,49 @@ class JobStore:
         )
         return {deployment: max_in_flight - count for deployment, count in conn.execute(in_flight)}
 
-    def _move(self, job_id: str, n: int, attempt: int, current: str, **values: Any) -> bool:
-        """Change one chunk in state `current` if this attempt still holds it."""
+    def _move(
+        self,
+        job_id: str,
+        n: int,
+        attempt: int,
+        current: str,
+        claimed_at: float | None = None,
+        **values: Any,
+    ) -> bool:
+        """Change one chunk in state `current` if this attempt (and, for a chunk being
+        created, this claim) still holds it."""
         with self.engine.begin() as conn:
-            return self._moved(conn, job_id, n, attempt, current, **values)
+            return self._moved(conn, job_id, n, attempt, current, claimed_at, **values)
 
     def _moved(
-        self, conn: Connection, job_id: str, n: int, attempt: int, current: str, **values: Any
+        self,
+        conn: Connection,
+        job_id: str,
+        n: int,
+        attempt: int,
+        current: str,
+        claimed_at: float | None = None,
+        **values: Any,
     ) -> bool:
-        result = conn.execute(
-            update(job_chunks)
-            .where(
-                job_chunks.c.job_id == job_id,
-                job_chunks.c.n == n,
-                job_chunks.c.attempts == attempt,
-                job_chunks.c.state == current,
-            )
-            .values(**values)
+        query = update(job_chunks).where(
+            job_chunks.c.job_id == job_id,
+            job_chunks.c.n == n,
+            job_chunks.c.attempts == attempt,
+            job_chunks.c.state == current,
         )
+        if claimed_at is not None:
+            query = query.where(job_chunks.c.claimed_at == claimed_at)
+        result = conn.execute(query.values(**values))
         return result.rowcount == 1
 
     def renew(self, claim: Claim, until: float) -> bool:
         """Extend a claim right before its create call; False if it is no longer this
         runner's (taken over after a stall, or canceled): then it must not be created."""
-        return self._move(claim.job_id, claim.n, claim.attempt, "creating", lease_until=until)
+        return self._move(
+            claim.job_id, claim.n, claim.attempt, "creating", claim.claimed_at, lease_until=until
+        )
 
-    def follow(self, job_id: str, n: int, attempt: int, prediction_id: str) -> Follow:
+    def follow(self, held: Claim | Stalled, prediction_id: str) -> Follow:
         """Tie the prediction to this attempt of the chunk, for good: no other chunk or later
         attempt takes it. FOLLOWED: the chunk follows it to its file. TAKEN: another attempt
         holds it already; nothing changes. NOT_OURS: the chunk is no longer this attempt's
@@ -397,7 +421,7 @@ class JobStore:
         prediction, which the caller stops."""
         claim = (
             dialect_insert(self.engine)(chunk_predictions)
-            .values(prediction_id=prediction_id, job_id=job_id, n=n, attempt=attempt)
+            .values(prediction_id=prediction_id, job_id=held.job_id, n=held.n, attempt=held.attempt)
             .on_conflict_do_nothing()
             .returning(chunk_predictions.c.prediction_id)
         )
@@ -406,28 +430,43 @@ class JobStore:
                 return Follow.TAKEN
             moved = self._moved(
                 conn,
-                job_id,
-                n,
-                attempt,
+                held.job_id,
+                held.n,
+                held.attempt,
                 "creating",
+                held.claimed_at,
                 state="running",
                 prediction_id=prediction_id,
                 lease_until=None,
             )
         return Follow.FOLLOWED if moved else Follow.NOT_OURS
 
-    def retry(
-        self, job_id: str, n: int, attempt: int, current: str, at: float, counted: bool = True
-    ) -> bool:
-        """Queue the chunk again from `at`; an attempt that never reached Replicate (throttled,
-        stopped) is not counted."""
+    def retry(self, job_id: str, n: int, attempt: int, at: float) -> bool:
+        """Queue a running chunk again from `at`: its prediction failed or its file was lost."""
         return self._move(
             job_id,
             n,
             attempt,
-            current,
+            "running",
             state="queued",
-            attempts=attempt if counted else attempt - 1,
+            next_attempt_at=at,
+            lease_until=None,
+            prediction_id=None,
+        )
+
+    def put_back(self, held: Claim | Stalled, at: float, lost: bool) -> bool:
+        """Queue a chunk being created again from `at`, its attempt not counted: the claim
+        made no prediction (throttled, or its runner stopped or got no clear answer, and
+        Replicate lists nothing). `lost`: count it among its lost claims."""
+        return self._move(
+            held.job_id,
+            held.n,
+            held.attempt,
+            "creating",
+            held.claimed_at,
+            state="queued",
+            attempts=held.attempt - 1,
+            lost_claims=job_chunks.c.lost_claims + (1 if lost else 0),
             next_attempt_at=at,
             lease_until=None,
             prediction_id=None,
@@ -442,13 +481,16 @@ class JobStore:
         outcome: str,
         error: str | None,
         now: float,
+        claimed_at: float | None = None,
     ) -> bool:
-        """The chunk is done, or failed for good with `error`."""
+        """The chunk is done, or failed for good with `error` (`claimed_at`: the claim of a
+        chunk being created)."""
         return self._move(
             job_id,
             n,
             attempt,
             current,
+            claimed_at,
             state=outcome,
             error=error,
             finished_at=now,
@@ -462,9 +504,10 @@ class JobStore:
                 job_chunks.c.job_id,
                 job_chunks.c.n,
                 job_chunks.c.attempts,
+                job_chunks.c.claimed_at,
                 jobs.c.deployment,
                 job_chunks.c.digest,
-                job_chunks.c.claimed_at,
+                job_chunks.c.lost_claims,
             )
             .join(jobs, jobs.c.id == job_chunks.c.job_id)
             .where(job_chunks.c.state == "creating", job_chunks.c.lease_until < now)
@@ -472,7 +515,15 @@ class JobStore:
         )
         with self.engine.connect() as conn:
             return [
-                Stalled(row.job_id, row.n, row.attempts, row.deployment, row.digest, row.claimed_at)
+                Stalled(
+                    row.job_id,
+                    row.n,
+                    row.attempts,
+                    row.claimed_at,
+                    row.deployment,
+                    row.digest,
+                    row.lost_claims,
+                )
                 for row in conn.execute(query)
             ]
 

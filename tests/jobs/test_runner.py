@@ -14,12 +14,13 @@ import numpy as np
 from receiver.downloads import Downloader
 from receiver.jobs.rate import SharedRateLimit
 from receiver.jobs.runner import (
+    MAX_LOST_CLAIMS,
     RETRY_BACKOFF_SECONDS,
     RUN_DEADLINE_SECONDS,
     JobRunner,
     ReplicateCalls,
 )
-from receiver.jobs.store import Claim, prediction_input
+from receiver.jobs.store import Claim, Follow, prediction_input
 from receiver.store import Store
 from tests.support.downloading import drain
 from tests.support.jobs import JobRig
@@ -283,6 +284,24 @@ def test_an_outage_of_replicates_create_stalls_a_job_and_never_fails_it(rig: Job
         made["id"],
         1,
     )
+    end(rig, made, "failed", "worker died")  # its first real failure: tried again, not failed
+    rig.runner.step()
+    assert chunk_of(rig, job_id)["state"] == "queued"
+
+
+def test_a_chunk_no_create_of_which_comes_to_anything_fails_for_good(rig: JobRig) -> None:
+    job_id = submit(rig, texts=1, chunk_size=1)
+    for _ in range(MAX_LOST_CLAIMS):
+        rig.standin.gateway_errors = 1
+        rig.runner.step()
+        rig.clock.now += rig.runner.claim_seconds + 1
+        rig.runner.step()
+        rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    shown = job(rig, job_id)
+    assert shown["state"] == "completed"
+    [failed] = shown["failed_chunks"]
+    assert failed["error"] == f"no prediction came of {MAX_LOST_CLAIMS} tries to create it"
+    assert created(rig) == []
 
 
 def test_a_prediction_an_earlier_attempt_gave_up_is_never_taken_again(rig: JobRig) -> None:
@@ -391,6 +410,29 @@ def test_a_prediction_whose_job_was_canceled_while_it_was_created_is_stopped(
     [made] = created(rig)
     assert rig.standin.predictions[made["id"]]["status"] == "canceled"
     assert chunk_of(rig, job_id)["state"] == "canceled"
+    assert rig.store.jobs.followed([made["id"]]) == {made["id"]}  # never to be adopted
+
+
+def test_a_runner_whose_claim_ran_out_cannot_act_on_the_next_claim(rig: JobRig) -> None:
+    """A claim that made nothing gives its attempt number back; the runner that held it, slow
+    but alive, must not renew, follow or put back the next claim under that number."""
+    job_id = submit(rig, texts=1, chunk_size=1)
+    [stale] = died_claiming(rig)
+    rig.clock.now += rig.runner.claim_seconds + 1
+    rig.runner.step()  # nothing on Replicate: queued again, uncounted
+    rig.clock.now += RETRY_BACKOFF_SECONDS[0]
+    [fresh] = died_claiming(rig)  # another runner's claim, about to create
+    assert fresh.attempt == stale.attempt
+    assert rig.store.jobs.renew(stale, rig.clock.now + 60) is False
+    assert rig.store.jobs.put_back(stale, rig.clock.now, lost=False) is False
+    assert rig.store.jobs.follow(stale, "made-by-the-stale-runner") is Follow.NOT_OURS
+    assert rig.store.jobs.renew(fresh, rig.clock.now + 60) is True
+    chunk = chunk_of(rig, job_id)
+    assert (chunk["state"], chunk["attempts"], chunk["prediction_id"]) == (
+        "creating",
+        fresh.attempt,
+        None,
+    )
 
 
 def test_no_deployment_gets_more_chunks_in_flight_than_its_cap(rig: JobRig) -> None:

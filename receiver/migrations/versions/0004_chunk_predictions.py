@@ -5,6 +5,7 @@ prediction an earlier attempt followed (failed, or its file lost) has that input
 not be taken again. `jobs.updated_at` tells a live upload from one whose process died. Chunks
 are no longer looked up by digest (recovery reads Replicate's list, not our deliveries): its
 index goes. Both new columns are filled from what a running receiver already holds.
+`job_chunks.lost_claims` bounds how often a chunk is claimed without a prediction coming of it.
 
 Revision ID: 0004
 Revises: 0003
@@ -36,3 +37,6 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("updated_at", sa.Double))
     op.execute("UPDATE jobs SET updated_at = created_at")
     op.drop_index("job_chunks_digest", "job_chunks")
+    op.add_column(
+        "job_chunks", sa.Column("lost_claims", sa.Integer, nullable=False, server_default="0")
+    )
