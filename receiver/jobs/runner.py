@@ -223,8 +223,8 @@ class JobRunner:
             if wait > 0:
                 self._put_back(claims[index:], self.clock() + wait)
                 break
-            if not self.jobs.renew(claim, self.clock() + self.claim_seconds):
-                continue  # no longer ours: another runner has it, or the job was canceled
+            if not self.jobs.renew(claim, self.clock(), self.clock() + self.claim_seconds):
+                continue  # no longer ours: its lease ran out, another runner has it, or canceled
             try:
                 created += self._create(claim)
             except ThrottledError as exc:

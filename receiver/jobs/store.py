@@ -406,12 +406,24 @@ class JobStore:
         result = conn.execute(query.values(**values))
         return result.rowcount == 1
 
-    def renew(self, claim: Claim, until: float) -> bool:
+    def renew(self, claim: Claim, now: float, until: float) -> bool:
         """Extend a claim right before its create call; False if it is no longer this
-        runner's (taken over after a stall, or canceled): then it must not be created."""
-        return self._move(
-            claim.job_id, claim.n, claim.attempt, "creating", claim.claimed_at, lease_until=until
-        )
+        runner's: then it must not be created. A claim whose lease ran out is lost even if no
+        runner took it over yet: one may be listing Replicate to recover it."""
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(job_chunks)
+                .where(
+                    job_chunks.c.job_id == claim.job_id,
+                    job_chunks.c.n == claim.n,
+                    job_chunks.c.attempts == claim.attempt,
+                    job_chunks.c.state == "creating",
+                    job_chunks.c.claimed_at == claim.claimed_at,
+                    job_chunks.c.lease_until >= now,
+                )
+                .values(lease_until=until)
+            )
+        return renewed.rowcount == 1
 
     def follow(self, held: Claim | Stalled, prediction_id: str) -> Follow:
         """Tie the prediction to this attempt of the chunk, for good: no other chunk or later

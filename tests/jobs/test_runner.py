@@ -423,16 +423,25 @@ def test_a_runner_whose_claim_ran_out_cannot_act_on_the_next_claim(rig: JobRig) 
     rig.clock.now += RETRY_BACKOFF_SECONDS[0]
     [fresh] = died_claiming(rig)  # another runner's claim, about to create
     assert fresh.attempt == stale.attempt
-    assert rig.store.jobs.renew(stale, rig.clock.now + 60) is False
+    assert rig.store.jobs.renew(stale, rig.clock.now, rig.clock.now + 60) is False
     assert rig.store.jobs.put_back(stale, rig.clock.now, lost=False) is False
     assert rig.store.jobs.follow(stale, "made-by-the-stale-runner") is Follow.NOT_OURS
-    assert rig.store.jobs.renew(fresh, rig.clock.now + 60) is True
+    assert rig.store.jobs.renew(fresh, rig.clock.now, rig.clock.now + 60) is True
     chunk = chunk_of(rig, job_id)
     assert (chunk["state"], chunk["attempts"], chunk["prediction_id"]) == (
         "creating",
         fresh.attempt,
         None,
     )
+
+
+def test_a_claim_whose_lease_ran_out_is_not_created_even_if_no_one_took_it(rig: JobRig) -> None:
+    """A runner slow through its batch: a recovering runner may be listing Replicate for the
+    chunk already, and would queue it again while this one creates it."""
+    submit(rig, texts=1, chunk_size=1)
+    [claim] = died_claiming(rig)
+    rig.clock.now += rig.runner.claim_seconds + 1
+    assert rig.store.jobs.renew(claim, rig.clock.now, rig.clock.now + 60) is False
 
 
 def test_no_deployment_gets_more_chunks_in_flight_than_its_cap(rig: JobRig) -> None:
