@@ -107,6 +107,18 @@ def predictions_created_after(settings: Settings, after: float) -> Iterator[dict
             raise ValueError(f"Replicate's next page is on another host: {url}")
 
 
+def deployment_exists(settings: Settings, deployment: str) -> bool:
+    """Whether Replicate knows the deployment; ReplicateError on any other answer than 404."""
+    owner, _, name = deployment.partition("/")
+    path = f"/v1/deployments/{quote(owner, safe='')}/{quote(name, safe='')}"
+    response = client(settings)._client.request("GET", path)
+    if response.status_code == 404:
+        return False
+    if response.status_code >= 400:
+        raise ReplicateError.from_response(response)
+    return True
+
+
 class Replicate:
     """The calls corpus jobs make, bound to the receiver's settings. A create call gives up
     after a quarter of RECEIVER_JOB_CLAIM_SECONDS: a claim always outlives the call it covers."""
@@ -123,3 +135,6 @@ class Replicate:
 
     def created_after(self, after: float) -> Iterator[dict[str, Any]]:
         return predictions_created_after(self.settings, after)
+
+    def deployment_exists(self, deployment: str) -> bool:
+        return deployment_exists(self.settings, deployment)

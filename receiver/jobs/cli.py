@@ -124,7 +124,8 @@ def submit(
         headers={"Content-Type": "application/x-ndjson"},
         timeout=UPLOAD_TIMEOUT,
     )
-    print(f"{file}: {count} texts in {job['chunks']} chunks on {deployment}", file=sys.stderr)
+    chunks = "1 chunk" if job["chunks"] == 1 else f"{job['chunks']} chunks"
+    print(f"{file}: {count} texts in {chunks} on {deployment}", file=sys.stderr)
     print(job["id"])
     return 0
 
@@ -142,7 +143,8 @@ def list_jobs(client: httpx.Client) -> int:
     for job in _call(client, "GET", "/jobs")["items"]:
         print(
             f"{job['id']}  {job['state']:<10} {job['done_texts']:>9}/{job['texts']:<9}"
-            f" failed {job['failed_texts']:<7} {job['deployment']}  {job['created_at']}"
+            f" failed {job['failed_texts']:<7} canceled {job['canceled_texts']:<7}"
+            f" {job['deployment']}  {job['created_at']}"
         )
     return 0
 

@@ -19,6 +19,7 @@ from receiver.file_response import stored_attachment
 from receiver.jobs.items import MAX_CHUNK_TEXTS, Chunk, ChunkCutter, InputError, LineChecker
 from receiver.jobs.runner import UPLOAD_IDLE_SECONDS, cancel_quietly
 from receiver.jobs.store import UploadGoneError
+from receiver.replicate_api import Replicate
 from receiver.routes import reader
 from receiver.store import iso
 
@@ -47,14 +48,27 @@ def _job_id(job_id: str) -> str:
     return job_id
 
 
-def _runs_jobs(ctx: AppContext) -> None:
-    settings = ctx.settings
-    if settings.receiver_public_url is None or settings.replicate_api_token is None:
+def _runs_jobs(ctx: AppContext) -> Replicate:
+    """Replicate's API, as this receiver calls it for jobs; refused if it runs none."""
+    if ctx.settings.receiver_public_url is None or ctx.replicate is None:
         raise RefusedError(
             409,
             "this receiver runs no jobs: set RECEIVER_PUBLIC_URL (where Replicate reaches it)"
             " and REPLICATE_API_TOKEN",
         )
+    return ctx.replicate
+
+
+async def _check_deployment(replicate: Replicate, deployment: str) -> None:
+    """A deployment Replicate does not know is refused before the upload; if Replicate cannot
+    say, the job is taken (its chunks then fail with Replicate's own reason, if any)."""
+    try:
+        exists = await asyncio.to_thread(replicate.deployment_exists, deployment)
+    except Exception as exc:
+        log.warning("cannot check deployment %s on Replicate: %s", deployment, exc)
+        return
+    if not exists:
+        raise RefusedError(422, f"Replicate has no deployment {deployment} for this token")
 
 
 def _too_big(limit: int) -> RefusedError:
@@ -129,10 +143,11 @@ async def submit(
     normalize: bool = True,
 ) -> dict[str, Any]:
     """A job from a JSONL body; every line is checked before any prediction can start."""
-    _runs_jobs(ctx)
+    replicate = _runs_jobs(ctx)
     if not DEPLOYMENT.fullmatch(deployment):
         raise RefusedError(422, "deployment must be owner/name (lower-case letters, digits, -_.)")
     _check_declared_size(request, ctx.settings.receiver_max_job_bytes)
+    await _check_deployment(replicate, deployment)
     job_id = f"job_{secrets.token_hex(8)}"
     store = ctx.store.jobs
     await asyncio.to_thread(store.create, job_id, deployment, normalize, ctx.clock())

@@ -248,6 +248,7 @@ class JobStore:
         ).all()
         done = by_state.get("done", {}).get("texts", 0)
         failed_texts = by_state.get("failed", {}).get("texts", 0)
+        canceled_texts = by_state.get("canceled", {}).get("texts", 0)
         rate = (recent or 0) / 60
         left = job["texts"] - done - failed_texts
         running = job["state"] == "running"
@@ -255,6 +256,7 @@ class JobStore:
             **job,
             "done_texts": done,
             "failed_texts": failed_texts,
+            "canceled_texts": canceled_texts,
             "texts_per_second": rate,
             "eta_seconds": left / rate if running and rate > 0 else None,
             "chunk_states": {state: value["chunks"] for state, value in by_state.items()},

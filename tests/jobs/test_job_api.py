@@ -63,6 +63,9 @@ def test_refusals_say_why(rig: JobRig) -> None:
     no_token = httpx.post(f"{rig.url}/jobs", params={"deployment": rig.deployment}, content=body)
     assert no_token.status_code == 401
     assert post_job(rig, body, deployment="not a deployment").status_code == 422
+    unknown = post_job(rig, body, deployment="local/nope")
+    assert unknown.status_code == 422
+    assert unknown.json()["error"] == "Replicate has no deployment local/nope for this token"
     assert post_job(rig, body, chunk_size=1025).status_code == 422
     large = jsonl(*[(str(i), "x" * 1000) for i in range(80)])  # over the 64 KiB set here
     declared = post_job(rig, large)
@@ -83,6 +86,7 @@ def test_cancel_stops_queued_and_running_chunks(rig: JobRig) -> None:
     canceled = httpx.post(f"{rig.url}/jobs/{job['id']}/cancel", headers=AUTH).json()
     assert canceled["state"] == "canceled"
     assert canceled["chunk_states"] == {"canceled": 15}
+    assert (canceled["canceled_texts"], canceled["failed_texts"]) == (30, 0)
     assert {p["status"] for p in rig.standin.predictions.values()} == {"canceled"}
     rig.clock.now += 60
     assert rig.runner.step() is False  # nothing more is created
