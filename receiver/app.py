@@ -1,4 +1,5 @@
-"""The receiver's HTTP app: the signed webhook endpoint, the read API, health and metrics.
+"""The receiver's HTTP app: the signed webhook endpoint, the read API, health and metrics, the
+jobs API and the console's pages (/ui).
 
 `create_app` takes its settings, keys, store and clock as arguments: the CLI builds them
 from the environment, tests build them directly. They go on `app.state` as one `AppContext`,
@@ -13,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from receiver.bodies import ByteBudget
@@ -25,6 +26,7 @@ from receiver.replicate_api import Replicate
 from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
+from receiver.ui.routes import SignInRequiredError, ui_routes
 from receiver.workers import Worker
 from receiver.writer import StoreError, Writer
 from receiver.yielding import Arrivals
@@ -72,6 +74,8 @@ def create_app(
     app.include_router(read_routes)
     app.include_router(operator_routes)
     app.include_router(job_routes)
+    app.add_exception_handler(SignInRequiredError, _sign_in_first)
+    app.include_router(ui_routes)
     return app
 
 
@@ -97,6 +101,11 @@ def _lifespan(
 async def _refused(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RefusedError)  # registered for RefusedError only
     return JSONResponse({"error": exc.reason}, exc.status, headers=exc.headers)
+
+
+async def _sign_in_first(_: Request, exc: Exception) -> RedirectResponse:
+    """A console page without a session: to the sign-in form, never a bare 401."""
+    return RedirectResponse("/ui/sign-in", status_code=303)
 
 
 def _unavailable() -> JSONResponse:

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from fastapi.responses import FileResponse
 
+from receiver import rules
 from receiver.context import RefusedError
+from receiver.store import Store
 
 FALLBACK = "application/octet-stream"
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,126}/[a-z0-9][a-z0-9.+-]{0,126}")
@@ -48,6 +50,17 @@ def safe_media_type(stored: str | None) -> str:
     if _MEDIA_TYPE.fullmatch(media_type) and media_type in _PASSED_THROUGH:
         return media_type
     return FALLBACK
+
+
+def prediction_file(store: Store, prediction_id: str, n: int) -> FileResponse:
+    """A prediction's file `n` as stored, or the refusal that says why not (for the read API
+    and the console alike)."""
+    row = store.file(prediction_id, n) if rules.valid_id(prediction_id) else None
+    if row is None:
+        raise RefusedError(404, "no such file")
+    if row["state"] != "done" or not row["path"]:
+        raise RefusedError(409, f"file not stored yet (state: {row['state']})")
+    return stored_attachment(row["path"], row["content_type"])
 
 
 def stored_attachment(path: str, stored_type: str | None) -> FileResponse:

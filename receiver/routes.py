@@ -5,11 +5,8 @@ app's `AppContext` (see `receiver.context`)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -24,7 +21,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from receiver import rules
 from receiver.bodies import ClientGoneError, declared_size, read_body
 from receiver.context import AppContext, Context, RefusedError
-from receiver.file_response import stored_attachment
+from receiver.file_response import prediction_file
+from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.signature import VerificationError, check_body, check_headers
 from receiver.store import Delivery, iso
 from receiver.writer import StoreError
@@ -33,7 +31,6 @@ T = TypeVar("T")
 log = logging.getLogger("receiver")
 WEBHOOK_PATH = "/webhooks/replicate"
 MAX_FILES = 1_000_000  # file indexes beyond this cannot exist (and would overflow the driver)
-MAX_CURSOR = 1024  # characters; ours are under 400
 
 
 def _payload(body: bytes) -> dict[str, Any]:
@@ -44,35 +41,6 @@ def _payload(body: bytes) -> dict[str, Any]:
     if reason := rules.problem(payload):
         raise RefusedError(400, reason)
     return payload
-
-
-def _cursor(created_at: float, pid: str) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([created_at, pid])).decode()
-
-
-def _parse_cursor(cursor: str) -> tuple[float, str]:
-    """Exactly what `_cursor` makes, `[finite number, prediction id]`, or a 400: the cursor
-    comes from the client, and whatever it holds must not reach the database."""
-    refused = RefusedError(400, "cursor is not one this API returned")
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(cursor[:MAX_CURSOR].encode()))
-    except (orjson.JSONDecodeError, ValueError, binascii.Error) as exc:
-        raise refused from exc
-    if not (isinstance(decoded, list) and len(decoded) == 2):
-        raise refused
-    created_at = decoded[0]
-    pid = decoded[1]
-    if type(created_at) not in (int, float) or not math.isfinite(created_at):
-        raise refused
-    if not isinstance(pid, str) or not rules.valid_id(pid):
-        raise refused
-    return float(created_at), pid
-
-
-def _status_filter(status: str | None) -> str | None:
-    if status is not None and status not in rules.STATUSES:
-        raise RefusedError(400, f"status must be one of: {', '.join(rules.STATUSES)}")
-    return status
 
 
 webhook_routes = APIRouter()  # filled below the handler
@@ -165,25 +133,20 @@ def list_predictions(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    before = _parse_cursor(cursor) if cursor else None
-    rows = ctx.store.predictions(_status_filter(status), limit, before)
+    before = parse_cursor(cursor) if cursor else None
+    rows = ctx.store.predictions(status_filter(status), limit, before)
     last = rows[-1] if len(rows) == limit else None
     items = [
         {**r, "created_at": iso(r["created_at"]), "updated_at": iso(r["updated_at"])} for r in rows
     ]
-    return {"items": items, "next": _cursor(last["created_at"], last["id"]) if last else None}
+    return {"items": items, "next": page_cursor(last["created_at"], last["id"]) if last else None}
 
 
 @read_routes.get("/predictions/{prediction_id}/files/{n}")
 def get_file(
     prediction_id: str, n: Annotated[int, FastApiPath(ge=0, le=MAX_FILES)], ctx: Context
 ) -> FileResponse:
-    row = ctx.store.file(prediction_id, n) if rules.valid_id(prediction_id) else None
-    if row is None:
-        raise RefusedError(404, "no such file")
-    if row["state"] != "done" or not row["path"]:
-        raise RefusedError(409, f"file not stored yet (state: {row['state']})")
-    return stored_attachment(row["path"], row["content_type"])
+    return prediction_file(ctx.store, prediction_id, n)
 
 
 operator_routes = APIRouter()

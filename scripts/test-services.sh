@@ -1,7 +1,9 @@
 #!/usr/bin/env sh
 # What `make test` needs beyond the venv, set up if this machine can, else named in one line:
 # - PostgreSQL on 127.0.0.1:5432 (database `test`, trust auth): the receiver's tests use it;
-# - Caddy, Debian's package (bookworm's 2.6.2): the receiver is tested behind it over HTTPS.
+# - Caddy, Debian's package (bookworm's 2.6.2): the receiver is tested behind it over HTTPS;
+# - Chromium and its ChromeDriver, Debian's packages: the console is tested in a real browser
+#   (Debian's security archive keeps only its latest build, so that one is taken).
 set -eu
 CADDY_VERSION=2.6.2-5
 
@@ -29,4 +31,12 @@ if ! command -v caddy >/dev/null 2>&1; then
     { as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends \
         "caddy=$CADDY_VERSION"; } >/dev/null \
         || fail "could not install caddy=$CADDY_VERSION with apt-get (root or sudo needed)"
+fi
+
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    command -v apt-get >/dev/null 2>&1 \
+        || fail "the tests need Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)"
+    { as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver; } >/dev/null \
+        || fail "could not install chromium and chromium-driver with apt-get (root or sudo needed)"
 fi

@@ -1,0 +1,1 @@
+"""The receiver's web console under /ui: server-rendered pages behind the read token."""

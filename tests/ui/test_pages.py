@@ -1,0 +1,105 @@
+"""The console over HTTP: sign-in, the session cookie and CSRF, pages that redirect without a
+session, what the pages show, and that nothing they load comes from another origin."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from receiver.ui.session import COOKIE, LIFETIME_SECONDS
+from tests.support.console import csrf_of, page, session_cookie, sign_in
+from tests.support.live import LiveReceiver
+from tests.support.receiving import deliver, prediction
+
+
+@pytest.mark.parametrize(
+    "path", ["/ui/", "/ui/predictions/p1", "/ui/predictions/p1/files/0", "/ui/?status=failed"]
+)
+def test_a_page_without_a_session_redirects_to_sign_in(receiver: LiveReceiver, path: str) -> None:
+    response = httpx.get(f"{receiver.url}{path}")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/sign-in"
+
+
+def test_a_wrong_token_is_refused_and_signs_nobody_in(receiver: LiveReceiver) -> None:
+    refused = sign_in(receiver.url, token="wrong")
+    assert refused.status_code == 403
+    assert "Wrong token." in refused.text
+    assert "set-cookie" not in refused.headers
+
+
+def test_sign_in_sets_a_cookie_scripts_and_other_sites_cannot_use(receiver: LiveReceiver) -> None:
+    signed_in = sign_in(receiver.url)
+    assert signed_in.status_code == 303
+    assert signed_in.headers["location"] == "/ui/"
+    flags = [part.strip().lower() for part in signed_in.headers["set-cookie"].split(";")]
+    assert {"secure", "httponly", "samesite=strict", "path=/ui"} <= set(flags)
+    assert "token" not in signed_in.headers["location"]
+
+
+def test_a_forged_or_expired_session_is_refused(receiver: LiveReceiver) -> None:
+    cookie = session_cookie(receiver.url)
+    expires, _, mac = cookie.partition(".")
+    forged = f"{int(expires) + 10**6}.{mac}"
+    assert page(receiver.url, "/ui/", forged).status_code == 303
+    assert page(receiver.url, "/ui/", cookie).status_code == 200
+    receiver.clock.now += LIFETIME_SECONDS + 1
+    assert page(receiver.url, "/ui/", cookie).status_code == 303
+
+
+def test_the_list_shows_each_prediction_with_its_status_and_counts(receiver: LiveReceiver) -> None:
+    deliver(
+        receiver.url, prediction("p-ok", "succeeded", output="https://replicate.delivery/o.npy")
+    )
+    receiver.clock.now += 1
+    deliver(receiver.url, prediction("p-bad", "failed", error="CUDA out of memory"))
+    cookie = session_cookie(receiver.url)
+    shown = page(receiver.url, "/ui/", cookie)
+    assert shown.status_code == 200
+    rows = re.findall(r'<a href="/ui/predictions/([^"]+)">', shown.text)
+    assert rows == ["p-bad", "p-ok"]  # newest first
+    assert '<span class="status failed">failed</span>' in shown.text
+    failed_only = page(receiver.url, "/ui/?status=failed", cookie)
+    assert re.findall(r'<a href="/ui/predictions/([^"]+)">', failed_only.text) == ["p-bad"]
+    searched = page(receiver.url, "/ui/?search=p-o", cookie)
+    assert re.findall(r'<a href="/ui/predictions/([^"]+)">', searched.text) == ["p-ok"]
+    assert page(receiver.url, "/ui/?status=lost", cookie).status_code == 400
+
+
+def test_a_prediction_page_shows_its_deliveries_and_files(receiver: LiveReceiver) -> None:
+    body = prediction("p-one", "succeeded", output="https://replicate.delivery/a/out.npy")
+    deliver(receiver.url, body, msg_id="msg_first")
+    cookie = session_cookie(receiver.url)
+    shown = page(receiver.url, "/ui/predictions/p-one", cookie)
+    assert shown.status_code == 200
+    assert "msg_first" in shown.text
+    assert '<span class="file queued">queued</span>' in shown.text  # not downloaded yet
+    assert page(receiver.url, "/ui/predictions/nothing", cookie).status_code == 404
+    assert page(receiver.url, "/ui/predictions/p-one/files/0", cookie).status_code == 409
+
+
+def test_sign_out_needs_the_pages_csrf_token(receiver: LiveReceiver) -> None:
+    cookie = session_cookie(receiver.url)
+    csrf = csrf_of(page(receiver.url, "/ui/", cookie).text)
+    headers = {"cookie": f"{COOKIE}={cookie}"}
+    url = f"{receiver.url}/ui/sign-out"
+    assert httpx.post(url, headers=headers).status_code == 403
+    altered = csrf[:-1] + ("A" if csrf[-1] != "A" else "B")
+    assert httpx.post(url, headers=headers, data={"csrf": altered}).status_code == 403
+    signed_out = httpx.post(url, headers=headers, data={"csrf": csrf})
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"] == "/ui/sign-in"
+    assert f'{COOKIE}=""' in signed_out.headers["set-cookie"]
+
+
+def test_pages_load_nothing_from_another_origin(receiver: LiveReceiver) -> None:
+    deliver(receiver.url, prediction("p-any", "processing"))
+    cookie = session_cookie(receiver.url)
+    for path in ("/ui/sign-in", "/ui/", "/ui/predictions/p-any"):
+        shown = page(receiver.url, path, cookie)
+        assert shown.status_code == 200
+        assert "default-src 'none'" in shown.headers["content-security-policy"]
+        for link in re.findall(r'(?:src|href|action)="([^"]*)"', shown.text):
+            assert link.startswith("/ui/"), (path, link)
