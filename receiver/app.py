@@ -26,7 +26,9 @@ from receiver.replicate_api import Replicate
 from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
-from receiver.ui.routes import SignInRequiredError, ui_routes
+from receiver.ui.job_routes import ui_job_routes
+from receiver.ui.pages import SignInRequiredError
+from receiver.ui.routes import ui_routes
 from receiver.workers import Worker
 from receiver.writer import StoreError, Writer
 from receiver.yielding import Arrivals
@@ -76,6 +78,7 @@ def create_app(
     app.include_router(job_routes)
     app.add_exception_handler(SignInRequiredError, _sign_in_first)
     app.include_router(ui_routes)
+    app.include_router(ui_job_routes)
     return app
 
 

@@ -170,28 +170,42 @@ async def submit(
     return {"id": job_id, "texts": texts, "chunks": count, "deployment": deployment}
 
 
+def shown_jobs(ctx: AppContext, limit: int) -> list[dict[str, Any]]:
+    """The newest jobs with their progress."""
+    return [_job_view(job) for job in ctx.store.jobs.jobs(limit, ctx.clock())]
+
+
 @job_routes.get("")
 def list_jobs(ctx: Context, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    return {"items": [_job_view(job) for job in ctx.store.jobs.jobs(limit, ctx.clock())]}
+    return {"items": shown_jobs(ctx, limit)}
 
 
-@job_routes.get("/{job_id}")
-def get_job(job_id: str, ctx: Context) -> dict[str, Any]:
+def shown_job(ctx: AppContext, job_id: str) -> dict[str, Any]:
+    """A job with its progress, as the API and the console show it; 404 if there is none."""
     found = ctx.store.jobs.job(_job_id(job_id), ctx.clock())
     if found is None:
         raise RefusedError(404, "no such job")
     return _job_view(found)
 
 
-@job_routes.post("/{job_id}/cancel")
-def cancel_job(job_id: str, ctx: Context) -> dict[str, Any]:
+def cancel(ctx: AppContext, job_id: str) -> dict[str, Any]:
     """Queued chunks never start; running predictions are asked to stop (their results, if
     they come, are kept out of the job)."""
-    get_job(job_id, ctx)
+    shown_job(ctx, job_id)
     for prediction_id in ctx.store.jobs.cancel(job_id, ctx.clock()):
         if ctx.replicate is not None:
             cancel_quietly(ctx.replicate, prediction_id)
-    return get_job(job_id, ctx)
+    return shown_job(ctx, job_id)
+
+
+@job_routes.get("/{job_id}")
+def get_job(job_id: str, ctx: Context) -> dict[str, Any]:
+    return shown_job(ctx, job_id)
+
+
+@job_routes.post("/{job_id}/cancel")
+def cancel_job(job_id: str, ctx: Context) -> dict[str, Any]:
+    return cancel(ctx, job_id)
 
 
 ChunkNumber = Annotated[int, FastApiPath(ge=0, le=10_000_000)]

@@ -8,115 +8,47 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastApiPath
-from fastapi.responses import FileResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import FileResponse, Response
 
 from receiver import rules
-from receiver.context import AppContext, Context, RefusedError
+from receiver.context import Context
 from receiver.file_response import prediction_file
 from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.reads import iso
 from receiver.routes import MAX_FILES
-from receiver.ui.session import (
-    COOKIE,
-    LIFETIME_SECONDS,
-    csrf_token,
-    new_session,
-    ui_key,
-    valid_csrf,
-    valid_session,
+from receiver.ui.pages import (
+    HERE,
+    SECURITY_HEADERS,
+    Signed,
+    check_csrf,
+    read_form,
+    read_token,
+    render,
+    see_other,
 )
+from receiver.ui.session import COOKIE, LIFETIME_SECONDS, new_session, ui_key
 from receiver.ui.views import prediction_rows
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-MAX_FORM_BYTES = 4096
 PAGE_SIZE = 50
-# Nothing from another origin, no script at all, no framing.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
-    " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
 ui_routes = APIRouter(prefix="/ui")
 
 
-class SignInRequiredError(Exception):
-    """No valid session: the page answers with a redirect to the sign-in form."""
-
-
-@dataclass(frozen=True)
-class Session:
-    key: bytes
-    cookie: str
-
-    @property
-    def csrf(self) -> str:
-        return csrf_token(self.key, self.cookie)
-
-
-def _token(ctx: AppContext) -> str:
-    """The read token, which the console asks for once and then proves with its cookie."""
-    token = ctx.settings.receiver_api_token
-    if token is None:
-        raise RefusedError(403, "console disabled: set RECEIVER_API_TOKEN")
-    return token.get_secret_value()
-
-
-async def session(request: Request, ctx: Context) -> Session:
-    key = ui_key(_token(ctx))
-    cookie = request.cookies.get(COOKIE)
-    if cookie is None or not valid_session(key, cookie, ctx.clock()):
-        raise SignInRequiredError()
-    return Session(key, cookie)
-
-
-Signed = Annotated[Session, Depends(session)]
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """A small urlencoded form; first value of each field."""
-    body = b""
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_FORM_BYTES:
-            raise RefusedError(413, f"form over {MAX_FORM_BYTES} bytes")
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
-
-
-def _page(request: Request, name: str, code: int = 200, **context: Any) -> Response:
-    response = templates.TemplateResponse(request, name, context, status_code=code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
-def _redirect(to: str) -> RedirectResponse:
-    return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
-
-
 @ui_routes.get("/sign-in")
-async def sign_in_form(request: Request) -> Response:
-    return _page(request, "sign_in.html", error=None)
+async def sign_inread_form(request: Request) -> Response:
+    return render(request, "sign_in.html", error=None)
 
 
 @ui_routes.post("/sign-in")
 async def sign_in(request: Request, ctx: Context) -> Response:
-    configured = _token(ctx)
-    given = (await _form(request)).get("token", "")
+    configured = read_token(ctx)
+    given = (await read_form(request)).get("token", "")
     if not hmac.compare_digest(given.encode(), configured.encode()):
-        return _page(request, "sign_in.html", code=403, error="Wrong token.")
-    response = _redirect("/ui/")
+        return render(request, "sign_in.html", code=403, error="Wrong token.")
+    response = see_other("/ui/")
     response.set_cookie(
         COOKIE,
         new_session(ui_key(configured), ctx.clock()),
@@ -131,16 +63,14 @@ async def sign_in(request: Request, ctx: Context) -> Response:
 
 @ui_routes.post("/sign-out")
 async def sign_out(request: Request, signed: Signed) -> Response:
-    form = await _form(request)
-    if not valid_csrf(signed.key, signed.cookie, form.get("csrf", "")):
-        raise RefusedError(403, "the form's CSRF token is missing or wrong")
-    response = _redirect("/ui/sign-in")
+    check_csrf(signed, await read_form(request))
+    response = see_other("/ui/sign-in")
     response.delete_cookie(COOKIE, path="/ui", secure=True, httponly=True, samesite="strict")
     return response
 
 
 @ui_routes.get("/")
-async def predictions_page(
+async def predictionsrender(
     request: Request,
     ctx: Context,
     signed: Signed,
@@ -154,7 +84,7 @@ async def predictions_page(
         prediction_rows, ctx.store.reads.engine, chosen, search or None, PAGE_SIZE, before
     )
     last = rows[-1] if len(rows) == PAGE_SIZE else None
-    return _page(
+    return render(
         request,
         "predictions.html",
         csrf=signed.csrf,
@@ -177,15 +107,15 @@ def _row_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @ui_routes.get("/predictions/{prediction_id}")
-async def prediction_page(
+async def predictionrender(
     prediction_id: str, request: Request, ctx: Context, signed: Signed
 ) -> Response:
     found = None
     if rules.valid_id(prediction_id):
         found = await asyncio.to_thread(ctx.store.prediction, prediction_id)
     if found is None:
-        return _page(request, "missing.html", code=404, csrf=signed.csrf, what=prediction_id)
-    return _page(
+        return render(request, "missing.html", code=404, csrf=signed.csrf, what=prediction_id)
+    return render(
         request,
         "prediction.html",
         csrf=signed.csrf,

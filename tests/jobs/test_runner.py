@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 
 from receiver.downloads import Downloader
 from receiver.jobs.rate import SharedRateLimit
@@ -23,35 +20,8 @@ from receiver.jobs.runner import (
 from receiver.jobs.store import Claim, Follow, prediction_input
 from receiver.store import Store
 from tests.support.downloading import drain
-from tests.support.jobs import JobRig
-from tests.support.receiving import READ_TOKEN, deliver, read
-
-AUTH = {"authorization": f"Bearer {READ_TOKEN}"}
-
-
-def submit(rig: JobRig, texts: int, chunk_size: int) -> str:
-    body = b"".join(
-        json.dumps({"id": f"t{i}", "text": f"text {i}"}).encode() + b"\n" for i in range(texts)
-    )
-    params = {"deployment": rig.deployment, "chunk_size": chunk_size}
-    response = httpx.post(f"{rig.url}/jobs", params=params, content=body, headers=AUTH)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def job(rig: JobRig, job_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}").json()
-    return found
-
-
-def created(rig: JobRig) -> list[dict[str, Any]]:
-    return list(rig.standin.predictions.values())
-
-
-def end(rig: JobRig, prediction: dict[str, Any], status: str, error: str | None) -> None:
-    """Replicate's terminal webhook for the prediction, signed, into the receiver."""
-    body = {**prediction, "status": status, "error": error}
-    assert deliver(rig.url, body, timestamp=rig.clock.now).status_code == 200
+from tests.support.jobs import AUTH, JobRig, created, end, job, submit, uploaded_npy
+from tests.support.receiving import deliver, read
 
 
 def test_creation_never_outruns_the_limit_shared_by_every_runner(rig: JobRig) -> None:
@@ -123,14 +93,6 @@ def died_claiming(rig: JobRig) -> list[Claim]:
 def chunk_of(rig: JobRig, job_id: str, n: int = 0) -> dict[str, Any]:
     found: dict[str, Any] = read(rig.url, f"/jobs/{job_id}/chunks/{n}").json()
     return found
-
-
-def uploaded_npy(rig: JobRig, rows: int) -> str:
-    """An output file on Replicate, as Cog uploads it: its URL."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ones((rows, 384), dtype=np.float32))
-    answer = httpx.put(f"{rig.standin.base_url}/_uploads/out.npy", content=buffer.getvalue())
-    return str(answer.headers["location"])
 
 
 def test_an_output_deleted_before_its_download_is_made_again(rig: JobRig) -> None:

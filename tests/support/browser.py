@@ -9,6 +9,10 @@ from contextlib import contextmanager
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -28,3 +32,20 @@ def chromium(width: int = 1100, height: int = 800) -> Iterator[webdriver.Chrome]
         yield driver
     finally:
         driver.quit()
+
+
+def arrives(browser: WebDriver, url: str) -> None:
+    """Wait for a navigation the page started (a form's POST and its redirect) to land."""
+    WebDriverWait(browser, 10).until(expected_conditions.url_to_be(url))
+
+
+def submit_token(browser: WebDriver, token: str) -> None:
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "form.sign-in button").click()
+
+
+def signed_in(browser: WebDriver, url: str, token: str) -> None:
+    """Through the sign-in form, as a user would, up to the predictions page."""
+    browser.get(f"{url}/ui/sign-in")
+    submit_token(browser, token)
+    arrives(browser, f"{url}/ui/")

@@ -12,19 +12,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.support.browser import chromium
+from tests.support.browser import arrives, chromium, submit_token
 from tests.support.live import LiveReceiver
 from tests.support.receiving import READ_TOKEN, deliver, prediction
-
-
-def submit_token(browser: WebDriver, token: str) -> None:
-    browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "form.sign-in button").click()
-
-
-def arrives(browser: WebDriver, url: str) -> None:
-    """Wait for a navigation the page started (a form's POST and its redirect) to land."""
-    WebDriverWait(browser, 10).until(expected_conditions.url_to_be(url))
 
 
 def origins_loaded(browser: WebDriver) -> set[str]:

@@ -1,0 +1,61 @@
+"""The console's jobs pages: every job's progress, one job's chunks and failures, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from receiver.context import Context, RefusedError
+from receiver.jobs.routes import cancel, shown_job, shown_jobs
+from receiver.ui.pages import Signed, check_csrf, read_form, render, see_other
+
+JOBS_SHOWN = 100
+OPEN_JOB_STATES = ("uploading", "running")
+
+ui_job_routes = APIRouter(prefix="/ui/jobs")
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--"
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+
+def _job_view(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **job,
+        "ended": job["done_texts"] + job["failed_texts"] + job["canceled_texts"],
+        "eta": _eta(job["eta_seconds"]),
+        "open": job["state"] in OPEN_JOB_STATES,
+    }
+
+
+@ui_job_routes.get("/")
+async def jobs_page(request: Request, ctx: Context, signed: Signed) -> Response:
+    jobs = [_job_view(job) for job in await asyncio.to_thread(shown_jobs, ctx, JOBS_SHOWN)]
+    return render(
+        request,
+        "jobs.html",
+        csrf=signed.csrf,
+        jobs=jobs,
+        running=any(job["open"] for job in jobs),
+    )
+
+
+@ui_job_routes.get("/{job_id}")
+async def job_page(job_id: str, request: Request, ctx: Context, signed: Signed) -> Response:
+    try:
+        job = _job_view(await asyncio.to_thread(shown_job, ctx, job_id))
+    except RefusedError:  # no such job, or not a job id at all
+        return render(request, "missing.html", code=404, csrf=signed.csrf, what=job_id)
+    return render(request, "job.html", csrf=signed.csrf, job=job, running=job["open"])
+
+
+@ui_job_routes.post("/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request, ctx: Context, signed: Signed) -> Response:
+    check_csrf(signed, await read_form(request))
+    await asyncio.to_thread(cancel, ctx, job_id)
+    return see_other(f"/ui/jobs/{job_id}")

@@ -1,0 +1,72 @@
+"""The console's jobs pages: progress, chunks, failures and cancel over HTTP, and a running
+job followed to its end in headless Chromium."""
+
+from __future__ import annotations
+
+import httpx
+from selenium.webdriver.common.by import By
+
+from receiver.downloads import Downloader
+from receiver.ui.session import COOKIE
+from tests.support.browser import chromium, signed_in
+from tests.support.console import csrf_of, page, session_cookie
+from tests.support.downloading import drain
+from tests.support.jobs import JobRig, created, end, job, submit, uploaded_npy
+from tests.support.receiving import READ_TOKEN
+
+
+def test_a_job_page_shows_its_chunks_and_failures_and_cancels_with_csrf(rig: JobRig) -> None:
+    job_id = submit(rig, texts=6, chunk_size=2)
+    rig.runner.step()
+    first = created(rig)[0]
+    rig.clock.now += 1
+    for _ in range(3):  # chunk 0 fails for good after its attempts
+        end(rig, created(rig)[-1], "failed", "CUDA out of memory")
+        rig.runner.step()
+        rig.clock.now += 200
+        rig.runner.step()
+    assert first["id"] != created(rig)[-1]["id"]
+    cookie = session_cookie(rig.url)
+    listed = page(rig.url, "/ui/jobs/", cookie)
+    assert listed.status_code == 200
+    assert f'href="/ui/jobs/{job_id}"' in listed.text
+    shown = page(rig.url, f"/ui/jobs/{job_id}", cookie)
+    assert shown.status_code == 200
+    assert '<progress id="progress" max="6" value="2">' in shown.text
+    assert "prediction failed: CUDA out of memory (after 3 attempts)" in shown.text
+    [failed] = job(rig, job_id)["failed_chunks"]
+    texts = f"<td>{failed['first'] + 1} to {failed['first'] + failed['count']}</td>"
+    assert texts in shown.text  # the failed chunk's place in the input
+    cancel_url = f"{rig.url}/ui/jobs/{job_id}/cancel"
+    headers = {"cookie": f"{COOKIE}={cookie}"}
+    assert httpx.post(cancel_url, headers=headers).status_code == 403
+    assert job(rig, job_id)["state"] == "running"
+    canceled = httpx.post(cancel_url, headers=headers, data={"csrf": csrf_of(shown.text)})
+    assert canceled.status_code == 303
+    assert job(rig, job_id)["state"] == "canceled"
+    after = page(rig.url, f"/ui/jobs/{job_id}", cookie)
+    assert "Cancel this job" not in after.text
+    assert page(rig.url, "/ui/jobs/job_0123456789abcdef", cookie).status_code == 404
+    assert page(rig.url, "/ui/jobs/nonsense", cookie).status_code == 404
+
+
+def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig) -> None:
+    job_id = submit(rig, texts=4, chunk_size=2)
+    rig.runner.step()
+    downloads = Downloader(rig.store, rig.settings, rig.clock)
+    with chromium() as browser:
+        signed_in(browser, rig.url, READ_TOKEN)
+        browser.get(f"{rig.url}/ui/jobs/{job_id}")
+        progress = browser.find_element(By.ID, "progress")
+        assert (progress.get_attribute("value"), progress.get_attribute("max")) == ("0", "4")
+        assert browser.find_elements(By.CSS_SELECTOR, "form.cancel button")
+        for prediction in created(rig):
+            end(rig, {**prediction, "output": uploaded_npy(rig, 2)}, "succeeded", None)
+            drain(downloads)
+            rig.runner.step()
+            browser.refresh()  # what the page's own refresh does every 5 s
+            done = browser.find_element(By.ID, "done").text
+            assert done in ("2 of 4", "4 of 4")
+        assert browser.find_element(By.ID, "progress").get_attribute("value") == "4"
+        assert "completed" in browser.find_element(By.CSS_SELECTOR, "main").text
+        assert not browser.find_elements(By.CSS_SELECTOR, "form.cancel button")
