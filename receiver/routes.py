@@ -4,11 +4,10 @@ app's `AppContext` (see `receiver.context`)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -22,6 +21,7 @@ from receiver import rules
 from receiver.bodies import ClientGoneError, declared_size, read_body
 from receiver.context import AppContext, Context, RefusedError
 from receiver.file_response import prediction_file
+from receiver.health import store_and_writer
 from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.signature import VerificationError, check_body, check_headers
 from receiver.store import Delivery, iso
@@ -51,7 +51,7 @@ def _verified(ctx: AppContext, check: Callable[[], T]) -> T:
     try:
         return check()
     except VerificationError as exc:
-        ctx.metrics.verification_failures.labels(exc.reason).inc()
+        ctx.metrics.verification_failed(exc.reason, ctx.clock())
         raise RefusedError(401, f"signature verification failed: {exc.reason}") from exc
 
 
@@ -154,30 +154,15 @@ operator_routes = APIRouter()
 
 @operator_routes.get("/healthz")
 async def healthz(ctx: Context) -> JSONResponse:
-    """200 only if the store answers a read and the writer process commits a heartbeat, each
-    within RECEIVER_STORE_TIMEOUT_SECONDS: a read alone said ok on a full disk, and a locked
-    table made it wait as long as the lock. Reasons go to the log, not to this open route."""
-    timeout = ctx.settings.receiver_store_timeout_seconds
-    store = await _healthy("store", asyncio.to_thread(ctx.store.ping), timeout)
-    writer = await _healthy("writer", ctx.writer.probe(timeout), timeout)
+    """200 only if the store answers a read and the writer process commits a heartbeat (see
+    `receiver.health`). Reasons go to the log, not to this open route."""
+    store, writer = await store_and_writer(ctx)
     body = {
         "status": "ok" if store and writer else "unavailable",
         "store": "ok" if store else "unreachable",
         "writer": "ok" if writer else "cannot commit",
     }
     return JSONResponse(body, 200 if store and writer else 503)
-
-
-async def _healthy(part: str, check: Awaitable[None], timeout: float) -> bool:
-    try:
-        await asyncio.wait_for(check, timeout)
-    except TimeoutError:
-        log.warning("healthz: %s gave no answer within %g s", part, timeout)
-        return False
-    except (SQLAlchemyError, StoreError) as exc:
-        log.warning("healthz: %s: %s", part, " ".join(str(exc).split())[:300])
-        return False
-    return True
 
 
 @operator_routes.get("/metrics")

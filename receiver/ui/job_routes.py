@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from receiver.context import Context, RefusedError
 from receiver.jobs.routes import cancel, shown_job, shown_jobs
-from receiver.ui.pages import Signed, check_csrf, read_form, render, see_other
+from receiver.ui.pages import Signed, check_csrf, read_form, see_other, signed_page
 
 JOBS_SHOWN = 100
 OPEN_JOB_STATES = ("uploading", "running")
@@ -36,10 +36,11 @@ def _job_view(job: dict[str, Any]) -> dict[str, Any]:
 @ui_job_routes.get("/")
 async def jobs_page(request: Request, ctx: Context, signed: Signed) -> Response:
     jobs = [_job_view(job) for job in await asyncio.to_thread(shown_jobs, ctx, JOBS_SHOWN)]
-    return render(
+    return await signed_page(
         request,
+        ctx,
+        signed,
         "jobs.html",
-        csrf=signed.csrf,
         jobs=jobs,
         running=any(job["open"] for job in jobs),
     )
@@ -50,8 +51,8 @@ async def job_page(job_id: str, request: Request, ctx: Context, signed: Signed) 
     try:
         job = _job_view(await asyncio.to_thread(shown_job, ctx, job_id))
     except RefusedError:  # no such job, or not a job id at all
-        return render(request, "missing.html", code=404, csrf=signed.csrf, what=job_id)
-    return render(request, "job.html", csrf=signed.csrf, job=job, running=job["open"])
+        return await signed_page(request, ctx, signed, "missing.html", code=404, what=job_id)
+    return await signed_page(request, ctx, signed, "job.html", job=job, running=job["open"])
 
 
 @ui_job_routes.post("/{job_id}/cancel")

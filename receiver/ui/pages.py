@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from receiver.context import AppContext, Context, RefusedError
+from receiver.ui.health import health
 from receiver.ui.session import COOKIE, csrf_token, ui_key, valid_csrf, valid_session
 
 HERE = Path(__file__).parent
@@ -76,6 +77,14 @@ def render(request: Request, name: str, code: int = 200, **context: Any) -> Resp
     response = templates.TemplateResponse(request, name, context, status_code=code)
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+async def signed_page(
+    request: Request, ctx: AppContext, signed: Session, name: str, code: int = 200, **context: Any
+) -> Response:
+    """A page for a signed-in user: with the session's CSRF token and the health line."""
+    state = await health(ctx)
+    return render(request, name, code, csrf=signed.csrf, health=state, **context)
 
 
 def see_other(to: str) -> RedirectResponse:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastApiPath
@@ -29,16 +29,19 @@ from receiver.ui.pages import (
     read_token,
     render,
     see_other,
+    signed_page,
 )
 from receiver.ui.session import COOKIE, LIFETIME_SECONDS, new_session, ui_key
-from receiver.ui.views import prediction_rows
+from receiver.ui.views import file_rows, prediction_rows
 
 PAGE_SIZE = 50
+FileState = Literal["queued", "running", "done", "dead", "refused"]
+FILE_STATES = get_args(FileState)
 ui_routes = APIRouter(prefix="/ui")
 
 
 @ui_routes.get("/sign-in")
-async def sign_inread_form(request: Request) -> Response:
+async def sign_in_form(request: Request) -> Response:
     return render(request, "sign_in.html", error=None)
 
 
@@ -70,7 +73,7 @@ async def sign_out(request: Request, signed: Signed) -> Response:
 
 
 @ui_routes.get("/")
-async def predictionsrender(
+async def predictions_page(
     request: Request,
     ctx: Context,
     signed: Signed,
@@ -84,10 +87,11 @@ async def predictionsrender(
         prediction_rows, ctx.store.reads.engine, chosen, search or None, PAGE_SIZE, before
     )
     last = rows[-1] if len(rows) == PAGE_SIZE else None
-    return render(
+    return await signed_page(
         request,
+        ctx,
+        signed,
         "predictions.html",
-        csrf=signed.csrf,
         rows=[_row_view(row) for row in rows],
         statuses=rules.STATUSES,
         status=chosen or "",
@@ -107,18 +111,19 @@ def _row_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @ui_routes.get("/predictions/{prediction_id}")
-async def predictionrender(
+async def prediction_page(
     prediction_id: str, request: Request, ctx: Context, signed: Signed
 ) -> Response:
     found = None
     if rules.valid_id(prediction_id):
         found = await asyncio.to_thread(ctx.store.prediction, prediction_id)
     if found is None:
-        return render(request, "missing.html", code=404, csrf=signed.csrf, what=prediction_id)
-    return render(
+        return await signed_page(request, ctx, signed, "missing.html", code=404, what=prediction_id)
+    return await signed_page(
         request,
+        ctx,
+        signed,
         "prediction.html",
-        csrf=signed.csrf,
         prediction=found,
         running=found.get("status") not in rules.TERMINAL,
     )
@@ -132,6 +137,16 @@ async def file_download(
     signed: Signed,
 ) -> FileResponse:
     return await asyncio.to_thread(prediction_file, ctx.store, prediction_id, n)
+
+
+@ui_routes.get("/files")
+async def files_page(
+    request: Request, ctx: Context, signed: Signed, state: FileState = "dead"
+) -> Response:
+    rows = await asyncio.to_thread(file_rows, ctx.store.reads.engine, state, PAGE_SIZE)
+    return await signed_page(
+        request, ctx, signed, "files.html", state=state, states=FILE_STATES, rows=rows
+    )
 
 
 @ui_routes.get("/style.css")

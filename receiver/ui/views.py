@@ -1,4 +1,5 @@
-"""What the console's pages show, read from the store: predictions with their counts."""
+"""What the console's pages show, read from the store: predictions with their counts, files
+by state."""
 
 from __future__ import annotations
 
@@ -45,3 +46,28 @@ def prediction_rows(
     query = query.order_by(predictions.c.created_at.desc(), predictions.c.id.desc()).limit(limit)
     with engine.connect() as conn:
         return [row._asdict() for row in conn.execute(query)]
+
+
+def file_rows(engine: Engine, state: str, limit: int) -> list[dict[str, Any]]:
+    """Files in one state (queued, running, dead, ...), oldest prediction first."""
+    query = (
+        select(
+            files.c.prediction_id,
+            files.c.n,
+            files.c.url,
+            files.c.state,
+            files.c.attempts,
+            files.c.last_error,
+        )
+        .where(files.c.state == state)
+        .order_by(files.c.prediction_id, files.c.n)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [row._asdict() for row in conn.execute(query)]
+
+
+def files_by_state(engine: Engine) -> dict[str, int]:
+    query = select(files.c.state, func.count()).group_by(files.c.state)
+    with engine.connect() as conn:
+        return {state: count for state, count in conn.execute(query)}

@@ -7,7 +7,9 @@ import re
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from receiver.tables import files
 from receiver.ui.session import COOKIE, LIFETIME_SECONDS
 from tests.support.console import csrf_of, page, session_cookie, sign_in
 from tests.support.live import LiveReceiver
@@ -102,4 +104,36 @@ def test_pages_load_nothing_from_another_origin(receiver: LiveReceiver) -> None:
         assert shown.status_code == 200
         assert "default-src 'none'" in shown.headers["content-security-policy"]
         for link in re.findall(r'(?:src|href|action)="([^"]*)"', shown.text):
-            assert link.startswith("/ui/"), (path, link)
+            assert link.startswith("/"), (path, link)  # a path on this receiver
+            assert not link.startswith("//"), (path, link)
+
+
+def test_every_page_says_how_the_receiver_is_and_links_to_what_is_wrong(
+    receiver: LiveReceiver,
+) -> None:
+    deliver(receiver.url, prediction("p-file", "succeeded", output="https://replicate.delivery/x"))
+    with receiver.store.engine.begin() as conn:  # arranged: its download gave up
+        conn.execute(update(files).values(state="dead", attempts=8, last_error="404 Not Found"))
+    forged = deliver(receiver.url, prediction("p-forged", "succeeded"), key=b"not the key")
+    assert forged.status_code == 401
+    cookie = session_cookie(receiver.url)
+    for path in ("/ui/", "/ui/predictions/p-file", "/ui/jobs/"):
+        health = health_line(page(receiver.url, path, cookie).text)
+        assert "store ok" in health
+        assert "writer ok" in health
+        assert '<li class="bad"><a href="/ui/files?state=dead">dead-lettered files 1</a>' in health
+        assert "signatures refused in the last hour 1" in health
+    dead = page(receiver.url, "/ui/files?state=dead", cookie)
+    assert '<a href="/ui/predictions/p-file">p-file</a>' in dead.text
+    assert "404 Not Found" in dead.text
+    assert page(receiver.url, "/ui/files?state=lost", cookie).status_code == 422
+    receiver.clock.now += 3601
+    later = health_line(page(receiver.url, "/ui/", cookie).text)
+    assert "signatures refused in the last hour 0" in later
+    assert "health" not in sign_in(receiver.url, token="wrong").text  # nothing before sign-in
+
+
+def health_line(html: str) -> str:
+    found = re.search(r'<ul class="health" id="health">(.*?)</ul>', html, re.S)
+    assert found, "the page has no health line"
+    return found[1]

@@ -1,0 +1,45 @@
+"""The health line on every console page: what /healthz checks, the download queue, the
+dead-lettered files and the signatures refused in the last hour."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from receiver.context import AppContext
+from receiver.health import store_and_writer
+from receiver.ui.views import files_by_state
+
+HOUR = 3600
+
+
+@dataclass(frozen=True)
+class Health:
+    store: bool
+    writer: bool
+    queued_files: int | None  # None: the store did not say
+    dead_files: int | None
+    refused_last_hour: int
+
+    @property
+    def ok(self) -> bool:
+        return self.store and self.writer and not self.dead_files
+
+
+async def health(ctx: AppContext) -> Health:
+    store, writer = await store_and_writer(ctx)
+    counts: dict[str, int] | None = None
+    if store:
+        try:
+            counts = await asyncio.to_thread(files_by_state, ctx.store.reads.engine)
+        except SQLAlchemyError:
+            counts = None
+    return Health(
+        store=store,
+        writer=writer,
+        queued_files=None if counts is None else counts.get("queued", 0) + counts.get("running", 0),
+        dead_files=None if counts is None else counts.get("dead", 0),
+        refused_last_hour=ctx.metrics.failures_since(ctx.clock() - HOUR),
+    )
