@@ -17,9 +17,12 @@ log = logging.getLogger("receiver")
 
 
 async def store_and_writer(ctx: AppContext) -> tuple[bool, bool]:
+    """Both checks at once: a stuck store costs one timeout, not two."""
     timeout = ctx.settings.receiver_store_timeout_seconds
-    store = await _healthy("store", asyncio.to_thread(ctx.store.ping), timeout)
-    writer = await _healthy("writer", ctx.writer.probe(timeout), timeout)
+    store, writer = await asyncio.gather(
+        _healthy("store", asyncio.to_thread(ctx.store.ping), timeout),
+        _healthy("writer", ctx.writer.probe(timeout), timeout),
+    )
     return store, writer
 
 

@@ -17,15 +17,14 @@ HOUR = 3600
 
 @dataclass(frozen=True)
 class Health:
+    """What the health line shows. Each page load runs /healthz's two checks (the writer's is
+    a heartbeat commit: cheap, and the honest answer to "can it store a delivery now")."""
+
     store: bool
     writer: bool
-    queued_files: int | None  # None: the store did not say
+    queued_files: int | None  # queued or downloading; None: the store did not say
     dead_files: int | None
     refused_last_hour: int
-
-    @property
-    def ok(self) -> bool:
-        return self.store and self.writer and not self.dead_files
 
 
 async def health(ctx: AppContext) -> Health:
@@ -33,7 +32,9 @@ async def health(ctx: AppContext) -> Health:
     counts: dict[str, int] | None = None
     if store:
         try:
-            counts = await asyncio.to_thread(files_by_state, ctx.store.reads.engine)
+            counts = await asyncio.to_thread(
+                files_by_state, ctx.store.reads.engine, ("queued", "running", "dead")
+            )
         except SQLAlchemyError:
             counts = None
     return Health(

@@ -51,7 +51,9 @@ async def job_page(job_id: str, request: Request, ctx: Context, signed: Signed) 
     try:
         job = _job_view(await asyncio.to_thread(shown_job, ctx, job_id))
     except RefusedError:  # no such job, or not a job id at all
-        return await signed_page(request, ctx, signed, "missing.html", code=404, what=job_id)
+        return await signed_page(
+            request, ctx, signed, "missing.html", code=404, kind="job", what=job_id
+        )
     return await signed_page(request, ctx, signed, "job.html", job=job, running=job["open"])
 
 

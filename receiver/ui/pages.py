@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -17,7 +17,10 @@ from receiver.ui.health import health
 from receiver.ui.session import COOKIE, csrf_token, ui_key, valid_csrf, valid_session
 
 HERE = Path(__file__).parent
+# Read-only after import, like a router: the templates and one filter for ids in URL paths
+# (Jinja's urlencode leaves "/" alone; an id is one path segment).
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["segment"] = lambda value: quote(str(value), safe="")
 MAX_FORM_BYTES = 4096
 # Nothing from another origin, no script at all, no framing.
 SECURITY_HEADERS = {
@@ -35,6 +38,8 @@ class SignInRequiredError(Exception):
 
 @dataclass(frozen=True)
 class Session:
+    """A signed-in browser: its cookie, and the key that signed it (for its CSRF token)."""
+
     key: bytes
     cookie: str
 

@@ -15,7 +15,7 @@ from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, Response
 
 from receiver import rules
-from receiver.context import Context
+from receiver.context import Context, RefusedError
 from receiver.file_response import prediction_file
 from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.reads import iso
@@ -82,6 +82,8 @@ async def predictions_page(
     cursor: Annotated[str, Query(max_length=1024)] = "",
 ) -> Response:
     chosen = status_filter(status or None)
+    if search and not rules.valid_id(search):  # as the store keeps ids: printable, no NUL
+        raise RefusedError(400, "search: an id or its start, in printable characters")
     before = parse_cursor(cursor) if cursor else None
     rows = await asyncio.to_thread(
         prediction_rows, ctx.store.reads.engine, chosen, search or None, PAGE_SIZE, before
@@ -151,4 +153,5 @@ async def files_page(
 
 @ui_routes.get("/style.css")
 async def style() -> FileResponse:
-    return FileResponse(HERE / "style.css", media_type="text/css", headers=SECURITY_HEADERS)
+    cached = {**SECURITY_HEADERS, "Cache-Control": "max-age=300"}  # not again at each refresh
+    return FileResponse(HERE / "style.css", media_type="text/css", headers=cached)

@@ -63,4 +63,4 @@ def test_sign_in_see_a_prediction_open_it_and_sign_out(
         browser.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
         arrives(browser, f"{receiver.url}/ui/sign-in")
         browser.get(f"{receiver.url}/ui/predictions/pred-ok")
-        assert browser.current_url == f"{receiver.url}/ui/sign-in"  # signed out for good
+        assert browser.current_url == f"{receiver.url}/ui/sign-in"  # this browser is signed out

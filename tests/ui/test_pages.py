@@ -17,10 +17,37 @@ from tests.support.receiving import deliver, prediction
 
 
 @pytest.mark.parametrize(
-    "path", ["/ui/", "/ui/predictions/p1", "/ui/predictions/p1/files/0", "/ui/?status=failed"]
+    "path",
+    [
+        "/ui/",
+        "/ui/?status=failed",
+        "/ui/predictions/p1",
+        "/ui/predictions/p1/files/0",
+        "/ui/jobs/",
+        "/ui/jobs/job_0123456789abcdef",
+        "/ui/files?state=dead",
+    ],
 )
 def test_a_page_without_a_session_redirects_to_sign_in(receiver: LiveReceiver, path: str) -> None:
     response = httpx.get(f"{receiver.url}{path}")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ui/sign-in"
+
+
+def test_a_form_without_a_session_changes_nothing(receiver: LiveReceiver) -> None:
+    for path in ("/ui/sign-out", "/ui/jobs/job_0123456789abcdef/cancel"):
+        response = httpx.post(f"{receiver.url}{path}", data={"csrf": "x"})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/ui/sign-in"
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    # '"\\262.x"' is read as "².x": a digit to str.isdigit, not to int()
+    ['"\\262.x"', '"9999999999.\\351"', "9" * 5000 + ".x", "", ".", "abc", "1.2.3"],
+)
+def test_a_junk_cookie_is_no_session_and_no_error(receiver: LiveReceiver, cookie: str) -> None:
+    response = page(receiver.url, "/ui/", cookie)
     assert response.status_code == 303
     assert response.headers["location"] == "/ui/sign-in"
 
@@ -68,6 +95,36 @@ def test_the_list_shows_each_prediction_with_its_status_and_counts(receiver: Liv
     searched = page(receiver.url, "/ui/?search=p-o", cookie)
     assert re.findall(r'<a href="/ui/predictions/([^"]+)">', searched.text) == ["p-ok"]
     assert page(receiver.url, "/ui/?status=lost", cookie).status_code == 400
+    assert page(receiver.url, "/ui/?search=%00", cookie).status_code == 400
+
+
+def test_what_a_sender_wrote_is_shown_as_text_and_ids_stay_one_path_segment(
+    receiver: LiveReceiver,
+) -> None:
+    body = prediction("p?x#y", "failed", error="<script>alert(1)</script>", logs="<b>x</b>")
+    deliver(receiver.url, body)
+    cookie = session_cookie(receiver.url)
+    listed = page(receiver.url, "/ui/", cookie).text
+    assert 'href="/ui/predictions/p%3Fx%23y"' in listed
+    shown = page(receiver.url, "/ui/predictions/p%3Fx%23y", cookie)
+    assert shown.status_code == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in shown.text
+    assert "<script>" not in shown.text
+    assert "&lt;b&gt;x&lt;/b&gt;" in shown.text
+
+
+def test_a_page_refreshes_itself_while_a_prediction_runs_and_stops_after(
+    receiver: LiveReceiver,
+) -> None:
+    deliver(receiver.url, prediction("p-run", "processing"))
+    cookie = session_cookie(receiver.url)
+    refresh = '<meta http-equiv="refresh" content="5">'
+    assert refresh in page(receiver.url, "/ui/", cookie).text
+    assert refresh in page(receiver.url, "/ui/predictions/p-run", cookie).text
+    receiver.clock.now += 1
+    deliver(receiver.url, prediction("p-run", "succeeded"))
+    assert refresh not in page(receiver.url, "/ui/", cookie).text
+    assert refresh not in page(receiver.url, "/ui/predictions/p-run", cookie).text
 
 
 def test_a_prediction_page_shows_its_deliveries_and_files(receiver: LiveReceiver) -> None:
@@ -122,6 +179,7 @@ def test_every_page_says_how_the_receiver_is_and_links_to_what_is_wrong(
         assert "store ok" in health
         assert "writer ok" in health
         assert '<li class="bad"><a href="/ui/files?state=dead">dead-lettered files 1</a>' in health
+        assert "download queue 0" in health
         assert "signatures refused in the last hour 1" in health
     dead = page(receiver.url, "/ui/files?state=dead", cookie)
     assert '<a href="/ui/predictions/p-file">p-file</a>' in dead.text
