@@ -32,6 +32,7 @@ from receiver.ui.pages import (
     signed_page,
 )
 from receiver.ui.session import COOKIE, LIFETIME_SECONDS, new_session, ui_key
+from receiver.ui.vectors import drawn
 from receiver.ui.views import file_rows, prediction_rows
 
 PAGE_SIZE = 50
@@ -120,13 +121,16 @@ async def prediction_page(
     if rules.valid_id(prediction_id):
         found = await asyncio.to_thread(ctx.store.prediction, prediction_id)
     if found is None:
-        return await signed_page(request, ctx, signed, "missing.html", code=404, what=prediction_id)
+        return await signed_page(
+            request, ctx, signed, "missing.html", code=404, kind="prediction", what=prediction_id
+        )
     return await signed_page(
         request,
         ctx,
         signed,
         "prediction.html",
         prediction=found,
+        drawn=drawn(found.get("output")),
         running=found.get("status") not in rules.TERMINAL,
     )
 

@@ -46,7 +46,9 @@ def test_a_job_page_shows_its_chunks_and_failures_and_cancels_with_csrf(rig: Job
     assert job(rig, job_id)["state"] == "canceled"
     after = page(rig.url, f"/ui/jobs/{job_id}", cookie)
     assert "Cancel this job" not in after.text
-    assert page(rig.url, "/ui/jobs/job_0123456789abcdef", cookie).status_code == 404
+    missing = page(rig.url, "/ui/jobs/job_0123456789abcdef", cookie)
+    assert missing.status_code == 404
+    assert "No job <code>job_0123456789abcdef</code>" in missing.text
     assert page(rig.url, "/ui/jobs/nonsense", cookie).status_code == 404
 
 

@@ -19,7 +19,11 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @contextmanager
-def chromium(width: int = 1100, height: int = 800) -> Iterator[webdriver.Chrome]:
+def chromium(
+    width: int = 1100, height: int = 800, phone: bool = False
+) -> Iterator[webdriver.Chrome]:
+    """`phone`: Chromium's device emulation at `width` x `height` (a desktop window is never
+    narrower than 500 px), with a phone's viewport rules."""
     for binary in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(binary), f"{binary} missing: run `make test-services`"
     options = webdriver.ChromeOptions()
@@ -27,6 +31,9 @@ def chromium(width: int = 1100, height: int = 800) -> Iterator[webdriver.Chrome]
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
+    if phone:
+        metrics = {"width": width, "height": height, "pixelRatio": 2, "mobile": True}
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
         yield driver

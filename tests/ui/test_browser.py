@@ -4,6 +4,7 @@ Screenshots of the main pages go to UI_SCREENSHOTS (default: the test's temporar
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.support.browser import arrives, chromium, submit_token
+from tests.support.browser import arrives, chromium, signed_in, submit_token
 from tests.support.live import LiveReceiver
 from tests.support.receiving import READ_TOKEN, deliver, prediction
 
@@ -64,3 +65,28 @@ def test_sign_in_see_a_prediction_open_it_and_sign_out(
         arrives(browser, f"{receiver.url}/ui/sign-in")
         browser.get(f"{receiver.url}/ui/predictions/pred-ok")
         assert browser.current_url == f"{receiver.url}/ui/sign-in"  # this browser is signed out
+
+
+def test_every_page_fits_a_phone_without_scrolling_sideways(
+    receiver: LiveReceiver, tmp_path: Path
+) -> None:
+    shots = Path(os.environ.get("UI_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    vectors = [[round(math.sin(i / 12 + k), 3) for i in range(384)] for k in range(3)]
+    deliver(receiver.url, prediction("pred-vectors", "succeeded", output=vectors))
+    long_error = "CUDA out of memory. Tried to allocate 2.00 GiB; " * 4
+    deliver(receiver.url, prediction("pred-long-error", "failed", error=long_error))
+    with chromium(width=390, height=844, phone=True) as browser:
+        signed_in(browser, receiver.url, READ_TOKEN)
+        assert browser.execute_script("return window.innerWidth") == 390
+        for path in ("/ui/", "/ui/predictions/pred-vectors", "/ui/predictions/pred-long-error"):
+            browser.get(f"{receiver.url}{path}")
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
+            assert overflow <= 0, (path, overflow)
+        sparks = browser.find_elements(By.CSS_SELECTOR, "svg.spark")
+        assert sparks == []  # the error page draws none
+        browser.get(f"{receiver.url}/ui/predictions/pred-vectors")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.spark")) == 3
+        browser.save_screenshot(str(shots / "prediction-phone.png"))

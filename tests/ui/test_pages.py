@@ -3,6 +3,7 @@ session, what the pages show, and that nothing they load comes from another orig
 
 from __future__ import annotations
 
+import math
 import re
 
 import httpx
@@ -135,7 +136,9 @@ def test_a_prediction_page_shows_its_deliveries_and_files(receiver: LiveReceiver
     assert shown.status_code == 200
     assert "msg_first" in shown.text
     assert '<span class="file queued">queued</span>' in shown.text  # not downloaded yet
-    assert page(receiver.url, "/ui/predictions/nothing", cookie).status_code == 404
+    missing = page(receiver.url, "/ui/predictions/nothing", cookie)
+    assert missing.status_code == 404
+    assert "No prediction <code>nothing</code>" in missing.text
     assert page(receiver.url, "/ui/predictions/p-one/files/0", cookie).status_code == 409
 
 
@@ -195,3 +198,21 @@ def health_line(html: str) -> str:
     found = re.search(r'<ul class="health" id="health">(.*?)</ul>', html, re.S)
     assert found, "the page has no health line"
     return found[1]
+
+
+def test_a_predictions_vectors_are_drawn_not_listed(receiver: LiveReceiver) -> None:
+    vectors = [[round(math.sin(i / 10 + k), 3) for i in range(384)] for k in range(9)]
+    deliver(receiver.url, prediction("p-vec", "succeeded", output=vectors))
+    deliver(
+        receiver.url, prediction("p-npy", "succeeded", output="https://replicate.delivery/o.npy")
+    )
+    deliver(receiver.url, prediction("p-odd", "succeeded", output=[[1, "x"], [2]]))
+    cookie = session_cookie(receiver.url)
+    shown = page(receiver.url, "/ui/predictions/p-vec", cookie).text
+    assert "9 vectors of 384 dimensions, the first 8 drawn" in shown
+    assert shown.count('<svg class="spark"') == 8
+    assert f">{vectors[0][5]}" not in shown  # no numbers listed
+    assert '<svg class="spark"' not in page(receiver.url, "/ui/predictions/p-npy", cookie).text
+    odd = page(receiver.url, "/ui/predictions/p-odd", cookie)
+    assert odd.status_code == 200
+    assert "An output this page does not draw" in odd.text
