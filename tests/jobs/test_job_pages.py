@@ -3,7 +3,11 @@ job followed to its end in headless Chromium."""
 
 from __future__ import annotations
 
+import io
+
 import httpx
+import numpy as np
+import pyarrow.parquet as pq
 from selenium.webdriver.common.by import By
 
 from receiver.downloads import Downloader
@@ -41,6 +45,8 @@ def test_a_job_page_shows_its_chunks_and_failures_and_cancels_with_csrf(rig: Job
     headers = {"cookie": f"{COOKIE}={cookie}"}
     assert httpx.post(cancel_url, headers=headers).status_code == 403
     assert job(rig, job_id)["state"] == "running"
+    results = page(rig.url, f"/ui/jobs/{job_id}/results.parquet", cookie)
+    assert results.status_code == 409  # still running
     canceled = httpx.post(cancel_url, headers=headers, data={"csrf": csrf_of(shown.text)})
     assert canceled.status_code == 303
     assert job(rig, job_id)["state"] == "canceled"
@@ -72,3 +78,16 @@ def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig) -> No
         assert browser.find_element(By.ID, "progress").get_attribute("value") == "4"
         assert "completed" in browser.find_element(By.CSS_SELECTOR, "main").text
         assert not browser.find_elements(By.CSS_SELECTOR, "form.cancel button")
+        link = browser.find_element(By.ID, "results").get_attribute("href")
+        cookie = browser.get_cookie(COOKIE)
+    assert link == f"{rig.url}/ui/jobs/{job_id}/results.parquet"
+    assert cookie is not None
+    download = httpx.get(link, headers={"cookie": f"{COOKIE}={cookie['value']}"})
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    table = pq.read_table(io.BytesIO(download.content))
+    assert table.column("id").to_pylist() == ["t0", "t1", "t2", "t3"]  # input order
+    assert np.array_equal(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)),
+        np.ones((4, 384), dtype=np.float32),
+    )
