@@ -4,12 +4,14 @@ job followed to its end in headless Chromium."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
 from selenium.webdriver.common.by import By
 
+from localcog.polling import poll
 from receiver.downloads import Downloader
 from receiver.ui.session import COOKIE
 from tests.support.browser import chromium, signed_in
@@ -58,11 +60,12 @@ def test_a_job_page_shows_its_chunks_and_failures_and_cancels_with_csrf(rig: Job
     assert page(rig.url, "/ui/jobs/nonsense", cookie).status_code == 404
 
 
-def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig) -> None:
+def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig, tmp_path: Path) -> None:
     job_id = submit(rig, texts=4, chunk_size=2)
     rig.runner.step()
     downloads = Downloader(rig.store, rig.settings, rig.clock)
-    with chromium() as browser:
+    saved = tmp_path / "saved"
+    with chromium(downloads=saved) as browser:
         signed_in(browser, rig.url, READ_TOKEN)
         browser.get(f"{rig.url}/ui/jobs/{job_id}")
         progress = browser.find_element(By.ID, "progress")
@@ -80,6 +83,17 @@ def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig) -> No
         assert not browser.find_elements(By.CSS_SELECTOR, "form.cancel button")
         link = browser.find_element(By.ID, "results").get_attribute("href")
         cookie = browser.get_cookie(COOKIE)
+
+        first = created(rig)[0]["id"]  # a chunk's prediction: its npy file, downloaded
+        browser.get(f"{rig.url}/ui/predictions/{first}")
+        browser.find_element(By.LINK_TEXT, "download").click()
+        npy = poll(
+            lambda: next((p for p in saved.glob("*.npy") if p.stat().st_size > 0), None),
+            timeout=10,
+            interval=0.05,
+            what="the browser saved the file",
+        )
+    assert np.array_equal(np.load(npy), np.ones((2, 384), dtype=np.float32))
     assert link == f"{rig.url}/ui/jobs/{job_id}/results.parquet"
     assert cookie is not None
     download = httpx.get(link, headers={"cookie": f"{COOKIE}={cookie['value']}"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -20,10 +21,11 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 
 @contextmanager
 def chromium(
-    width: int = 1100, height: int = 800, phone: bool = False
+    width: int = 1100, height: int = 800, phone: bool = False, downloads: Path | None = None
 ) -> Iterator[webdriver.Chrome]:
     """`phone`: Chromium's device emulation at `width` x `height` (a desktop window is never
-    narrower than 500 px), with a phone's viewport rules."""
+    narrower than 500 px), with a phone's viewport rules. `downloads`: where files the page
+    downloads are saved, without asking."""
     for binary in (CHROMIUM, CHROMEDRIVER):
         assert shutil.which(binary), f"{binary} missing: run `make test-services`"
     options = webdriver.ChromeOptions()
@@ -31,6 +33,12 @@ def chromium(
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
+    if downloads is not None:
+        prefs = {
+            "download.default_directory": str(downloads),
+            "download.prompt_for_download": False,
+        }
+        options.add_experimental_option("prefs", prefs)
     if phone:
         metrics = {"width": width, "height": height, "pixelRatio": 2, "mobile": True}
         options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
