@@ -19,7 +19,7 @@ from receiver.file_queue import FileQueue
 from receiver.ingest_sql import IngestSql, run
 
 Outcome = Literal["accepted", "duplicate"]
-# Deliveries in one transaction at most: each is a row of 5 or 6 parameters in one statement,
+# Deliveries in one transaction at most: each is a row of 6 or 7 parameters in one statement,
 # far below SQLite's 32 766 and PostgreSQL's 65 535 parameters a statement.
 MAX_BATCH = 256
 
@@ -41,10 +41,11 @@ class Delivery:
     def prediction_id(self) -> str:
         return str(self.body["id"])
 
-    def delivery_row(self) -> tuple[str, str, str, str, float]:
-        """The values of its `deliveries` row, in `DELIVERY_COLUMNS` order."""
+    def delivery_row(self) -> tuple[str, str, str, str, float, bool]:
+        """The values of its `deliveries` row, in `DELIVERY_COLUMNS` order: applied until the
+        merge finds that its prediction had already ended."""
         status = self.body.get("status", "")
-        return (self.webhook_id, self.prediction_id, status, self.source, self.received_at)
+        return (self.webhook_id, self.prediction_id, status, self.source, self.received_at, True)
 
 
 @dataclass
@@ -60,14 +61,16 @@ class PredictionChange:
     # The delivery whose body is kept as is: its original bytes are stored, not re-encoded.
     origin: Delivery | None = None
 
-    def take(self, delivery: Delivery) -> None:
+    def take(self, delivery: Delivery) -> bool:
+        """Merge one delivery in; whether it was applied (not after the prediction ended)."""
         merged = rules.merge(self.body, delivery.body)
         self.last_seen = delivery.received_at
         if merged.source == "current":
-            return
+            return False
         self.changed = True
         self.body = merged.body
         self.origin = delivery if merged.source == "incoming" else None
+        return True
 
     @property
     def becomes_terminal(self) -> bool:
@@ -77,13 +80,22 @@ class PredictionChange:
     def output(self) -> object:
         return (self.body or {}).get("output")
 
-    def row(self) -> tuple[str, str, bool, str, float, float]:
+    def row(self) -> tuple[str, str, bool, str, float, float, float | None]:
         """The values of its `predictions` row, in `PREDICTION_COLUMNS` order."""
         body = self.body or {}
         text = self.origin.text() if self.origin else orjson.dumps(body).decode()
         status = body.get("status", "")
         terminal = rules.is_terminal(body)
-        return (self.prediction_id, status, terminal, text, self.first_seen, self.last_seen)
+        seconds = rules.predict_time(body)
+        return (
+            self.prediction_id,
+            status,
+            terminal,
+            text,
+            self.first_seen,
+            self.last_seen,
+            seconds,
+        )
 
 
 class Ingest:
@@ -121,19 +133,27 @@ class Ingest:
                 return self.record_batch(batch, borrowed)
         with conn.begin():
             added = self._add_deliveries(conn, fresh)
-            applied = [d for d in fresh if d.webhook_id in added]
-            if applied:
-                self._apply(conn, applied)
-        return [
-            "accepted" if i == first[d.webhook_id] and d.webhook_id in added else "duplicate"
-            for i, d in enumerate(batch)
-        ]
+            new = [d for d in fresh if d.webhook_id in added]
+            if new:
+                self._apply(conn, new)
+            outcomes: list[Outcome] = [
+                "accepted" if i == first[d.webhook_id] and d.webhook_id in added else "duplicate"
+                for i, d in enumerate(batch)
+            ]
+            replays = [
+                d for d, outcome in zip(batch, outcomes, strict=True) if outcome != "accepted"
+            ]
+            if replays:
+                self._count_replays(conn, replays)
+        return outcomes
 
-    def _apply(self, conn: Connection, applied: list[Delivery]) -> None:
-        """Claim each prediction's row, merge its deliveries in order, write what changed."""
-        changes = self._claim(conn, applied)
-        for d in applied:
-            changes[d.prediction_id].take(d)
+    def _apply(self, conn: Connection, new: list[Delivery]) -> None:
+        """Claim each prediction's row, merge its deliveries in order, write what changed, and
+        mark the deliveries that came after their prediction's end."""
+        changes = self._claim(conn, new)
+        late = [d.webhook_id for d in new if not changes[d.prediction_id].take(d)]
+        if late:
+            run(conn, self.sql.not_applied(len(late)), (False, *late))
         changed = [c for c in changes.values() if c.changed]
         if changed:
             sql = self.sql.write_predictions(len(changed))
@@ -153,7 +173,7 @@ class Ingest:
         for d in applied:
             first_seen.setdefault(d.prediction_id, d.received_at)
         ids = sorted(first_seen)
-        new_rows = [(pid, "", False, "null", first_seen[pid], first_seen[pid]) for pid in ids]
+        new_rows = [(pid, "", False, "null", first_seen[pid], first_seen[pid], None) for pid in ids]
         sql = self.sql.claim_predictions(len(ids))
         changes: dict[str, PredictionChange] = {}
         for pid, body, terminal in run(conn, sql, _flat(new_rows)):
@@ -165,6 +185,18 @@ class Ingest:
                 body=orjson.loads(body),
             )
         return {pid: changes[pid] for pid in ids}  # RETURNING promises no order
+
+    def _count_replays(self, conn: Connection, replays: list[Delivery]) -> None:
+        """Count each replayed webhook-id on its row, last of all and in webhook-id order: every
+        row it touches is already stored, so no other writer waits on it in another order."""
+        count: dict[str, int] = {}
+        last: dict[str, float] = {}
+        for d in replays:
+            count[d.webhook_id] = count.get(d.webhook_id, 0) + 1
+            last[d.webhook_id] = max(last.get(d.webhook_id, d.received_at), d.received_at)
+        sql = self.sql.count_replays()
+        for webhook_id in sorted(count):
+            run(conn, sql, (count[webhook_id], last[webhook_id], webhook_id))
 
     def _add_deliveries(self, conn: Connection, fresh: list[Delivery]) -> set[str]:
         """Insert the deliveries; the webhook-ids that were new (the others are replays). In

@@ -19,10 +19,20 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-DELIVERY_COLUMNS = ("webhook_id", "prediction_id", "status", "source", "received_at")
-PREDICTION_COLUMNS = ("id", "status", "terminal", "body", "created_at", "updated_at")
+DELIVERY_COLUMNS = ("webhook_id", "prediction_id", "status", "source", "received_at", "applied")
+# Written only for replays, which are rare: a count on the delivery's row.
+REPLAY_COLUMNS = ("replays", "last_replay_at")
+PREDICTION_COLUMNS = (
+    "id",
+    "status",
+    "terminal",
+    "body",
+    "created_at",
+    "updated_at",
+    "predict_time",
+)
 # What a later delivery may change in an existing prediction row.
-UPDATED_COLUMNS = ("status", "terminal", "body", "updated_at")
+UPDATED_COLUMNS = ("status", "terminal", "body", "updated_at", "predict_time")
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,19 @@ class IngestSql:
         """Insert deliveries; a webhook-id already stored is skipped, and not returned."""
         values = _insert("deliveries", DELIVERY_COLUMNS, rows, self.placeholder)
         return f"{values} ON CONFLICT DO NOTHING RETURNING webhook_id"
+
+    def not_applied(self, rows: int) -> str:
+        """Mark deliveries just added as not merged (their prediction had already ended)."""
+        ids = ", ".join([self.placeholder] * rows)
+        return f"UPDATE deliveries SET applied = {self.placeholder} WHERE webhook_id IN ({ids})"
+
+    def count_replays(self) -> str:
+        """Count replays of one stored webhook-id: how many, and when the last one came."""
+        p = self.placeholder
+        return (
+            f"UPDATE deliveries SET replays = replays + {p}, last_replay_at = {p}"
+            f" WHERE webhook_id = {p}"
+        )
 
     def claim_predictions(self, rows: int) -> str:
         """Create-or-lock in one statement: a new prediction gets the placeholder row given, an

@@ -31,6 +31,9 @@ class Reads:
                     deliveries.c.status,
                     deliveries.c.source,
                     deliveries.c.received_at,
+                    deliveries.c.applied,
+                    deliveries.c.replays,
+                    deliveries.c.last_replay_at,
                 )
                 .where(deliveries.c.prediction_id == prediction_id)
                 .order_by(deliveries.c.received_at, deliveries.c.webhook_id)
@@ -40,7 +43,7 @@ class Reads:
             ).all()
         return {
             **orjson.loads(row.body),
-            "deliveries": [{**r._asdict(), "received_at": iso(r.received_at)} for r in history],
+            "deliveries": [_delivery_view(r._asdict()) for r in history],
             "files": [_file_view(f._asdict()) for f in stored],
         }
 
@@ -78,6 +81,15 @@ class Reads:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def _delivery_view(row: dict[str, Any]) -> dict[str, Any]:
+    replayed = row["last_replay_at"]
+    return {
+        **row,
+        "received_at": iso(row["received_at"]),
+        "last_replay_at": iso(replayed) if replayed is not None else None,
+    }
 
 
 def _file_view(row: dict[str, Any]) -> dict[str, Any]:

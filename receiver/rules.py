@@ -8,6 +8,7 @@ object and the smaller one a bare Cog server sends (id, status, output, logs, er
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -71,6 +72,19 @@ def too_deep(value: object, limit: int) -> bool:
 
 def is_terminal(body: dict[str, Any]) -> bool:
     return body.get("status") in TERMINAL
+
+
+def predict_time(body: dict[str, Any]) -> float | None:
+    """Replicate's `metrics.predict_time` (seconds the model ran), if the body has a usable one."""
+    metrics = body.get("metrics")
+    if not isinstance(metrics, dict):
+        return None
+    seconds = metrics.get("predict_time")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    if not 0 <= seconds < math.inf:  # NaN too: orjson parses none, a Python caller might pass it
+        return None
+    return float(seconds)
 
 
 def _size(value: object) -> int:

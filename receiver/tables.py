@@ -34,11 +34,15 @@ predictions = Table(
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("reconciled_at", Double),
+    # Replicate's metrics.predict_time, copied out of the body: the console lists it per row
+    # without reading bodies, which can hold megabytes of vectors.
+    Column("predict_time", Double),
     Index("predictions_open", "terminal", "updated_at"),
     Index("predictions_recent", "created_at", "id"),
 )
 
 # One row per accepted webhook-id, kept for good: the primary key is the exactly-once guarantee.
+# Its replays add no row; they are counted on it, for the console's timeline.
 deliveries = Table(
     "deliveries",
     metadata,
@@ -47,6 +51,11 @@ deliveries = Table(
     Column("status", String(32), nullable=False),
     Column("source", String(16), nullable=False),
     Column("received_at", Double, nullable=False),
+    # Merged into the prediction; false: it came after the prediction had ended, and the
+    # first terminal state was kept. NULL on rows stored before migration 0005.
+    Column("applied", Boolean),
+    Column("replays", Integer, nullable=False, server_default="0"),
+    Column("last_replay_at", Double),
 )
 
 # One row per output file of a terminal prediction: also the download job queue.

@@ -105,12 +105,16 @@ async def predictions_page(
 
 
 def _row_view(row: dict[str, Any]) -> dict[str, Any]:
-    seconds = row["updated_at"] - row["created_at"] if row["terminal"] else None
-    return {
-        **row,
-        "created": iso(row["created_at"]),
-        "duration": f"{seconds:.1f} s" if seconds is not None else "running",
-    }
+    return {**row, "created": iso(row["created_at"]), "predict_time": _predict_time(row)}
+
+
+def _predict_time(row: dict[str, Any]) -> str:
+    """Replicate's own measure of how long the model ran, not the receiver's arrival times
+    (which add queueing, cold boots and webhook delays)."""
+    if not row["terminal"]:
+        return "running"
+    seconds = row["predict_time"]
+    return "—" if seconds is None else f"{seconds:.2f} s"
 
 
 @ui_routes.get("/predictions/{prediction_id}")
@@ -130,9 +134,26 @@ async def prediction_page(
         signed,
         "prediction.html",
         prediction=found,
+        times=_times(found),
         drawn=drawn(found.get("output")),
         running=found.get("status") not in rules.TERMINAL,
     )
+
+
+def _times(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Replicate's own times for the prediction, those its body has."""
+    shown = []
+    for key, name in (
+        ("created_at", "Created"),
+        ("started_at", "Started"),
+        ("completed_at", "Completed"),
+    ):
+        if isinstance(body.get(key), str):
+            shown.append((name, body[key]))
+    seconds = rules.predict_time(body)
+    if seconds is not None:
+        shown.append(("Predict time", f"{seconds:.3f} s"))
+    return shown
 
 
 @ui_routes.get("/predictions/{prediction_id}/files/{n}")

@@ -29,6 +29,7 @@ def prediction_rows(
         predictions.c.terminal,
         predictions.c.created_at,
         predictions.c.updated_at,
+        predictions.c.predict_time,
         delivered.label("deliveries"),
         stored.label("files"),
     )

@@ -15,6 +15,7 @@ from receiver.db import make_engine, migrate
 from receiver.ingest_sql import (
     DELIVERY_COLUMNS,
     PREDICTION_COLUMNS,
+    REPLAY_COLUMNS,
     UPDATED_COLUMNS,
     IngestSql,
     run,
@@ -28,7 +29,7 @@ WAIT = 0.5  # seconds a statement may wait for a lock in these tests
 
 
 def test_the_columns_are_the_tables_own() -> None:
-    assert tuple(deliveries.c.keys()) == DELIVERY_COLUMNS
+    assert tuple(deliveries.c.keys()) == DELIVERY_COLUMNS + REPLAY_COLUMNS
     assert set(PREDICTION_COLUMNS) <= set(predictions.c.keys())
     assert set(UPDATED_COLUMNS) <= set(PREDICTION_COLUMNS) - {"id", "created_at"}
 
@@ -73,14 +74,27 @@ def test_a_batch_is_recorded_exactly_once_in_one_transaction(engine: Engine) -> 
             .add_columns(predictions.c.created_at, predictions.c.updated_at)
             .order_by(predictions.c.id)
         ).all()
-        kept = conn.execute(select(deliveries.c.webhook_id).order_by(deliveries.c.webhook_id))
-        webhook_ids = list(kept.scalars())
+        kept = conn.execute(
+            select(
+                deliveries.c.webhook_id,
+                deliveries.c.applied,
+                deliveries.c.replays,
+                deliveries.c.last_replay_at,
+            ).order_by(deliveries.c.webhook_id)
+        )
+        stored_deliveries = [tuple(row) for row in kept]
     engine.dispose()
     assert [tuple(row) for row in rows] == [
         ("p1", "succeeded", True, 1.0, 2.0),  # the late processing event changed nothing
         ("p2", "succeeded", True, 4.0, 7.0),
     ]
-    assert webhook_ids == ["msg_a", "msg_b", "msg_c", "msg_d", "msg_e"]
+    assert stored_deliveries == [
+        ("msg_a", True, 1, 3.0),  # replayed once, inside its own batch
+        ("msg_b", True, 1, 5.0),  # replayed once, in the next batch
+        ("msg_c", True, 0, None),
+        ("msg_d", False, 0, None),  # after p1 ended: kept, not applied
+        ("msg_e", True, 0, None),
+    ]
     assert [(f["url"], f["state"]) for f in store.prediction("p1")["files"]] == [
         (output[0], "queued")
     ]
@@ -114,8 +128,32 @@ def test_a_value_the_column_refuses_is_sqlalchemys_data_error() -> None:
     with scratch_database() as url:
         engine = make_engine(url)
         migrate(engine)
-        row = ("msg_1", "x" * 300, "starting", "webhook", 1.0)
+        row = ("msg_1", "x" * 300, "starting", "webhook", 1.0, True)
         sql = IngestSql.for_engine(engine).add_deliveries(1)
         with engine.connect() as conn, pytest.raises(DataError, match="value too long"):
             run(conn, sql, row)
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("metrics", "stored"),
+    [
+        ({"predict_time": 0.25}, 0.25),
+        ({"predict_time": 3}, 3.0),
+        ({"predict_time": "0.25"}, None),
+        ({"predict_time": True}, None),
+        ({"predict_time": -1.0}, None),
+        ({}, None),
+        ("not an object", None),
+    ],
+)
+def test_predict_time_is_copied_out_of_the_body(
+    engine: Engine, metrics: object, stored: float | None
+) -> None:
+    """The console lists it from this column; only a plain non-negative number is taken."""
+    store = Store(engine, [])
+    store.record_batch([Delivery("msg_a", prediction("p1", "succeeded", metrics=metrics), 1.0)])
+    with engine.connect() as conn:
+        column = conn.execute(select(predictions.c.predict_time)).scalar_one()
+    engine.dispose()
+    assert column == stored

@@ -48,3 +48,41 @@ def test_a_store_with_a_running_job_keeps_it_through_0004(database_url: str) -> 
         updated = conn.execute(text("SELECT id, updated_at FROM jobs ORDER BY id"))
         assert [tuple(row) for row in updated] == [("job_a", 10.0), ("job_b", 20.0)]
     engine.dispose()
+
+
+def test_0005_fills_predict_time_from_the_stored_bodies(database_url: str) -> None:
+    """Ended predictions get their metrics.predict_time; stored deliveries count no replays
+    and say nothing about being applied (that was not recorded)."""
+    engine = make_engine(database_url)
+    migrate(engine, "0004")
+    bodies = {
+        "p_done": '{"id": "p_done", "status": "succeeded", "metrics": {"predict_time": 0.5}}',
+        "p_bare": '{"id": "p_bare", "status": "failed"}',
+        "p_open": '{"id": "p_open", "status": "processing", "metrics": {"predict_time": 9}}',
+    }
+    with engine.begin() as conn:
+        for pid, body in bodies.items():
+            conn.execute(
+                text(
+                    "INSERT INTO predictions (id, status, terminal, body, created_at, updated_at)"
+                    " VALUES (:id, 'x', :terminal, :body, 1, 1)"
+                ),
+                {"id": pid, "terminal": pid != "p_open", "body": body},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (webhook_id, prediction_id, status, source, received_at)"
+                " VALUES ('msg_a', 'p_done', 'succeeded', 'webhook', 1)"
+            )
+        )
+    migrate(engine)
+    with engine.connect() as conn:
+        times = conn.execute(text("SELECT id, predict_time FROM predictions ORDER BY id"))
+        assert [tuple(row) for row in times] == [
+            ("p_bare", None),
+            ("p_done", 0.5),
+            ("p_open", None),  # not ended: ingest fills it when its next delivery comes
+        ]
+        delivery = conn.execute(text("SELECT applied, replays, last_replay_at FROM deliveries"))
+        assert [tuple(row) for row in delivery] == [(None, 0, None)]
+    engine.dispose()

@@ -55,10 +55,14 @@ def test_file_not_yet_stored_is_409(receiver: LiveReceiver) -> None:
 
 
 def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: LiveReceiver) -> None:
+    """A replay adds no row: it is counted on the first one, with the time of the last."""
     url = receiver.url
     clock = receiver.clock
     clock.now = 1_763_884_800.25  # 2025-11-23T08:00:00.250Z
     deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
+    clock.now += 2
+    deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
+    clock.now += 3
     deliver(url, prediction("T1", "processing"), msg_id="msg_t", timestamp=clock.now)
     state = read(url, "/predictions/T1").json()
     assert state["deliveries"] == [
@@ -67,6 +71,9 @@ def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: LiveRece
             "status": "processing",
             "source": "webhook",
             "received_at": "2025-11-23T08:00:00.250+00:00",
+            "applied": True,
+            "replays": 2,
+            "last_replay_at": "2025-11-23T08:00:05.250+00:00",
         }
     ]
     listed = read(url, "/predictions").json()["items"]

@@ -60,6 +60,8 @@ def test_terminal_state_is_final_and_late_events_do_not_regress(receiver: LiveRe
         "starting",
         "failed",
     ]
+    # Kept for the record, each marked as not applied: the prediction had already ended.
+    assert [d["applied"] for d in state["deliveries"]] == [True, False, False, False]
 
 
 def test_non_terminal_events_never_shorten_output_or_logs(receiver: LiveReceiver) -> None:

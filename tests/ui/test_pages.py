@@ -142,6 +142,59 @@ def test_a_prediction_page_shows_its_deliveries_and_files(receiver: LiveReceiver
     assert page(receiver.url, "/ui/predictions/p-one/files/0", cookie).status_code == 409
 
 
+def test_the_list_shows_replicates_predict_time_not_arrival_times(receiver: LiveReceiver) -> None:
+    """The receiver saw p-timed for 100 s (queueing, webhook delays); the model ran 0.42 s."""
+    deliver(receiver.url, prediction("p-timed", "starting"))
+    receiver.clock.now += 100
+    ended = prediction("p-timed", "succeeded", metrics={"predict_time": 0.42})
+    deliver(receiver.url, ended)
+    deliver(receiver.url, prediction("p-untimed", "failed"))
+    deliver(receiver.url, prediction("p-running", "processing"))
+    shown = page(receiver.url, "/ui/", session_cookie(receiver.url)).text
+    assert "<th>Predict time</th>" in shown
+    assert row_cells(shown, "p-timed")[3] == "0.42 s"
+    assert row_cells(shown, "p-untimed")[3] == "—"  # ended, with no metrics
+    assert row_cells(shown, "p-running")[3] == "running"
+    timed = page(receiver.url, "/ui/predictions/p-timed", session_cookie(receiver.url)).text
+    assert "<dt>Predict time</dt><dd>0.420 s</dd>" in timed
+    assert "<dt>Created</dt><dd>2026-11-23T08:00:00.000Z</dd>" in timed
+
+
+def row_cells(html: str, prediction_id: str) -> list[str]:
+    """The text of each cell of one prediction's row in the list."""
+    row = re.search(rf'<tr>\s*<td><a href="/ui/predictions/{prediction_id}">.*?</tr>', html, re.S)
+    assert row, f"no row for {prediction_id}"
+    cells = re.findall(r"<td>(.*?)</td>", row.group(0), re.S)
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in cells]
+
+
+def test_the_timeline_marks_duplicates_and_late_deliveries(receiver: LiveReceiver) -> None:
+    """Each delivery once, in arrival order: applied, or not applied because its prediction had
+    already ended; replays of a webhook-id counted on it, with the time of the last."""
+    clock = receiver.clock
+    clock.now = 1_763_884_800.0  # 2025-11-23T08:00:00Z
+    deliver(receiver.url, prediction("p-t", "starting"), msg_id="msg_start", timestamp=clock.now)
+    clock.now += 1
+    done = prediction("p-t", "succeeded", output=[[0.5]])
+    deliver(receiver.url, done, msg_id="msg_done", timestamp=clock.now)
+    clock.now += 1
+    late = prediction("p-t", "processing")
+    deliver(receiver.url, late, msg_id="msg_late", timestamp=clock.now)
+    for _ in range(2):
+        clock.now += 1
+        deliver(receiver.url, done, msg_id="msg_done", timestamp=clock.now)
+    shown = page(receiver.url, "/ui/predictions/p-t", session_cookie(receiver.url)).text
+    items = re.findall(r"<li>(.*?)</li>", shown.split('<ol class="timeline">')[1], re.S)
+    lines = [" ".join(re.sub(r"<[^>]+>", "", item).split()) for item in items]
+    assert lines == [
+        "starting 2025-11-23T08:00:00.000+00:00 · webhook · msg_start · applied",
+        "succeeded 2025-11-23T08:00:01.000+00:00 · webhook · msg_done · applied"
+        " · 2 duplicates, the last at 2025-11-23T08:00:04.000+00:00",
+        "processing 2025-11-23T08:00:02.000+00:00 · webhook · msg_late"
+        " · not applied: came after the end",
+    ]
+
+
 def test_sign_out_needs_the_pages_csrf_token(receiver: LiveReceiver) -> None:
     cookie = session_cookie(receiver.url)
     csrf = csrf_of(page(receiver.url, "/ui/", cookie).text)
