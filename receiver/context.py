@@ -6,7 +6,7 @@ One `AppContext` per app (no module globals): tests build several apps in one pr
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +19,7 @@ from receiver.refusals import RefusalLog
 from receiver.replicate_api import Replicate
 from receiver.settings import Settings
 from receiver.store import Store
+from receiver.ui.sign_ins import SignInGuard
 from receiver.writer import Writer
 from receiver.yielding import Arrivals
 
@@ -45,6 +46,7 @@ class AppContext:
     arrivals: Arrivals  # webhooks counted for the download worker, which yields to them
     clock: Callable[[], float]
     replicate: Replicate | None  # with REPLICATE_API_TOKEN: jobs cancel predictions through it
+    sign_ins: SignInGuard = field(default_factory=SignInGuard)  # the console's wrong tokens
 
 
 async def app_context(request: Request) -> AppContext:

@@ -40,6 +40,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.sign_ins = Counter(
+            "receiver_console_sign_ins",
+            "Console sign-in attempts by outcome: ok, wrong (token), limited (too many wrong)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "receiver_webhook_seconds",
             "Time to answer a webhook delivery",

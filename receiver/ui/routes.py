@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request
@@ -50,8 +51,22 @@ async def sign_in_form(request: Request) -> Response:
 async def sign_in(request: Request, ctx: Context) -> Response:
     configured = read_token(ctx)
     given = (await read_form(request)).get("token", "")
+    client = request.client.host if request.client else ""
+    now = ctx.clock()
+    wait = ctx.sign_ins.retry_after(client, now)
+    if wait is not None:
+        ctx.metrics.sign_ins.labels("limited").inc()
+        seconds = math.ceil(wait)
+        error = f"Too many wrong tokens from your address: try again in {seconds} s."
+        response = render(request, "sign_in.html", code=429, error=error)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     if not hmac.compare_digest(given.encode(), configured.encode()):
+        ctx.sign_ins.failed(client, now)
+        ctx.metrics.sign_ins.labels("wrong").inc()
         return render(request, "sign_in.html", code=403, error="Wrong token.")
+    ctx.sign_ins.succeeded(client)
+    ctx.metrics.sign_ins.labels("ok").inc()
     response = see_other("/ui/")
     response.set_cookie(
         COOKIE,

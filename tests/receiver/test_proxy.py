@@ -14,6 +14,7 @@ import pytest
 from replicate.client import Client
 
 from localcog.loopback import serve_in_thread
+from receiver.ui.sign_ins import MAX_FAILURES
 from standin.app import create_standin
 from standin.local import ReceiverProcess, receiver_process
 from standin.memory import StandIn
@@ -175,6 +176,20 @@ def test_behind_caddy_the_client_address_is_the_one_caddy_saw(deployed: Deployed
     assert f"client {BROWSER})" in line
     assert "signature verification failed" in line
     assert "203.0.113.7" not in deployed.log.read_text()
+
+
+def test_behind_caddy_sign_in_attempts_are_limited_per_client(deployed: Deployed) -> None:
+    """The console's limit on wrong tokens holds off the client that guessed, by the address
+    Caddy saw, not every user of the proxy."""
+    tls = deployed.caddy.tls()
+    sign_in = f"{deployed.caddy.url}/ui/sign-in"
+    guesser = "127.0.0.4"
+    with client_from(guesser, verify=tls) as client:
+        for _ in range(MAX_FAILURES):
+            assert client.post(sign_in, data={"token": "guess"}).status_code == 403
+        assert client.post(sign_in, data={"token": READ_TOKEN}).status_code == 429
+    with client_from(BROWSER, verify=tls) as browser:
+        assert browser.post(sign_in, data={"token": READ_TOKEN}).status_code == 303
 
 
 def test_a_forged_forwarded_header_from_elsewhere_is_not_believed(deployed: Deployed) -> None:

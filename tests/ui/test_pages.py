@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from receiver.tables import files
 from receiver.ui.session import COOKIE, LIFETIME_SECONDS
+from receiver.ui.sign_ins import MAX_FAILURES, WINDOW_SECONDS
 from tests.support.console import csrf_of, page, session_cookie, sign_in
 from tests.support.live import LiveReceiver
 from tests.support.receiving import deliver, prediction
@@ -58,6 +59,25 @@ def test_a_wrong_token_is_refused_and_signs_nobody_in(receiver: LiveReceiver) ->
     assert refused.status_code == 403
     assert "Wrong token." in refused.text
     assert "set-cookie" not in refused.headers
+
+
+def test_too_many_wrong_tokens_hold_off_even_the_right_one(receiver: LiveReceiver) -> None:
+    """Else a guesser would learn the token from the answer; the hold lasts until the first
+    wrong token is five minutes old, and each outcome is counted in /metrics."""
+    for _ in range(MAX_FAILURES):
+        assert sign_in(receiver.url, token="guess").status_code == 403
+    receiver.clock.now += 60
+    held = sign_in(receiver.url)
+    assert held.status_code == 429
+    assert held.headers["retry-after"] == str(int(WINDOW_SECONDS) - 60)
+    assert "Too many wrong tokens" in held.text
+    assert "set-cookie" not in held.headers
+    receiver.clock.now += WINDOW_SECONDS - 60
+    assert sign_in(receiver.url).status_code == 303
+    counted = httpx.get(f"{receiver.url}/metrics").text
+    assert 'receiver_console_sign_ins_total{outcome="wrong"} 5.0' in counted
+    assert 'receiver_console_sign_ins_total{outcome="limited"} 1.0' in counted
+    assert 'receiver_console_sign_ins_total{outcome="ok"} 1.0' in counted
 
 
 def test_sign_in_sets_a_cookie_scripts_and_other_sites_cannot_use(receiver: LiveReceiver) -> None:
