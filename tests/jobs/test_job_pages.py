@@ -14,7 +14,7 @@ from selenium.webdriver.common.by import By
 from localcog.polling import poll
 from receiver.downloads import Downloader
 from receiver.ui.session import COOKIE
-from tests.support.browser import chromium, signed_in
+from tests.support.browser import chromium, screenshot, signed_in
 from tests.support.console import csrf_of, page, session_cookie
 from tests.support.downloading import drain
 from tests.support.jobs import JobRig, created, end, job, submit, uploaded_npy
@@ -80,9 +80,14 @@ def test_a_running_job_is_followed_to_completion_in_a_browser(rig: JobRig, tmp_p
             assert done in ("2 of 4", "4 of 4")
         assert browser.find_element(By.ID, "progress").get_attribute("value") == "4"
         assert "completed" in browser.find_element(By.CSS_SELECTOR, "main").text
+        screenshot(browser, "job")
         assert not browser.find_elements(By.CSS_SELECTOR, "form.cancel button")
         link = browser.find_element(By.ID, "results").get_attribute("href")
         cookie = browser.get_cookie(COOKIE)
+
+        browser.get(f"{rig.url}/ui/jobs/")
+        assert browser.find_element(By.LINK_TEXT, job_id)
+        screenshot(browser, "jobs")
 
         first = created(rig)[0]["id"]  # a chunk's prediction: its npy file, downloaded
         browser.get(f"{rig.url}/ui/predictions/{first}")

@@ -11,35 +11,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from replicate.client import Client
 
-from localcog.loopback import serve_in_thread
 from receiver.ui.sign_ins import MAX_FAILURES
-from standin.app import create_standin
 from standin.local import ReceiverProcess, receiver_process
-from standin.memory import StandIn
 from tests.support.commands import CLEAN_ENV
 from tests.support.proxy import Caddy, caddy_proxy
 from tests.support.receiving import READ_TOKEN, signed
-from tests.support.standin import STANDIN_SECRET, STANDIN_TOKEN
+from tests.support.standin import STANDIN_SECRET, standin_deployment
 
 PROXY = "127.0.0.1"  # Caddy reaches the receiver from this address
 BROWSER = "127.0.0.3"  # a client of the proxy (Linux routes all of 127/8 to loopback)
 STRANGER = "127.0.0.2"  # a client that reaches the receiver directly
 BEARER = {"authorization": f"Bearer {READ_TOKEN}"}
-# The smallest version schema the stand-in validates inputs against.
-MINIMAL_SCHEMA = {
-    "openapi": "3.0.2",
-    "components": {
-        "schemas": {
-            "Input": {
-                "type": "object",
-                "properties": {"texts": {"type": "array", "items": {"type": "string"}}},
-                "required": ["texts"],
-            }
-        }
-    },
-}
 
 
 @dataclass
@@ -102,41 +85,12 @@ def forged(base_url: str, client: httpx.Client, claimed: str) -> str:
 def predict_through_the_standin(webhook: str, vectors: list[list[float]]) -> str:
     """A deployment prediction on the stand-in whose model returns `vectors`, with its `start`
     and `completed` webhooks answered 200 by `webhook`; returns the prediction's id."""
-    memory = StandIn(token=STANDIN_TOKEN, secret=STANDIN_SECRET)
-    with serve_in_thread(create_standin(memory)) as url:
-        memory.base_url = url
-        replicate = Client(api_token=STANDIN_TOKEN, base_url=url)
-        version = memory.add_version("local/embed", MINIMAL_SCHEMA)
-        replicate.deployments.create(
-            name="embed",
-            model="local/embed",
-            version=version,
-            hardware="cpu",
-            min_instances=0,
-            max_instances=1,
-        )
-        prediction = replicate.deployments.predictions.create(
-            "local/embed",
-            input={"texts": ["a cat", "a kitten"]},
-            webhook=webhook,
-            webhook_events_filter=["start", "completed"],
-        )
-        # The stand-in's model side, as Cog reports a prediction: started, then done.
-        for update in ({"status": "processing"}, {"status": "succeeded", "output": vectors}):
-            httpx.post(f"{url}/_cog/{prediction.id}", json=update, timeout=30).raise_for_status()
-
-        def delivered() -> set[str]:
-            return {
-                a.event
-                for a in memory.attempts
-                if a.prediction_id == prediction.id and a.outcome == "200"
-            }
-
-        with memory.changed:
-            assert memory.changed.wait_for(lambda: delivered() == {"start", "completed"}, 30), [
-                vars(a) for a in memory.attempts
-            ]
-    return prediction.id
+    with standin_deployment(STANDIN_SECRET) as deployment:
+        prediction_id = deployment.predict(webhook, ["a cat", "a kitten"])
+        deployment.report(prediction_id, {"status": "processing"})
+        deployment.report(prediction_id, {"status": "succeeded", "output": vectors})
+        deployment.wait_delivered(prediction_id, {"start", "completed"})
+    return prediction_id
 
 
 def test_signed_webhooks_reach_the_receiver_over_https_through_caddy(

@@ -1,8 +1,11 @@
 """Headless Chromium from Debian's packages (`chromium`, `chromium-driver`; `make test`
-installs them), driven by Selenium through that chromedriver: no browser is downloaded."""
+installs them), driven by Selenium through that chromedriver: no browser is downloaded.
+Screenshots of the main pages are kept after every run, in test-output/screenshots/ (not
+committed) or in UI_SCREENSHOTS."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +20,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -64,3 +68,10 @@ def signed_in(browser: WebDriver, url: str, token: str) -> None:
     browser.get(f"{url}/ui/sign-in")
     submit_token(browser, token)
     arrives(browser, f"{url}/ui/")
+
+
+def screenshot(browser: WebDriver, name: str) -> None:
+    """Save what the browser shows as `name`.png, for people to look at (nothing compares it)."""
+    folder = Path(os.environ.get("UI_SCREENSHOTS", ROOT / "test-output" / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(folder / f"{name}.png"))

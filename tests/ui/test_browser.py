@@ -1,21 +1,21 @@
 """The console in a real browser (headless Chromium): sign in, see a delivered prediction,
 open it, sign out; a wrong token; a page without a session; nothing from another origin.
-Screenshots of the main pages go to UI_SCREENSHOTS (default: the test's temporary folder)."""
+Screenshots of the main pages are kept (tests/support/browser.py says where)."""
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.support.browser import arrives, chromium, signed_in, submit_token
+from tests.support.browser import arrives, chromium, screenshot, signed_in, submit_token
 from tests.support.live import LiveReceiver
-from tests.support.receiving import READ_TOKEN, deliver, prediction
+from tests.support.receiving import READ_TOKEN, SECRET, deliver, prediction
+from tests.support.standin import standin_deployment
 
 
 def origins_loaded(browser: WebDriver) -> set[str]:
@@ -26,15 +26,21 @@ def origins_loaded(browser: WebDriver) -> set[str]:
     return {"/".join(str(name).split("/")[:3]) for name in names}
 
 
-def test_sign_in_see_a_prediction_open_it_and_sign_out(
-    receiver: LiveReceiver, tmp_path: Path
-) -> None:
-    shots = Path(os.environ.get("UI_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
-    deliver(receiver.url, prediction("pred-ok", "succeeded", output=[[0.1, 0.2]]))
-    receiver.clock.now += 1
+def status_of(browser: WebDriver, prediction_id: str) -> str:
+    """The status the predictions page shows for one prediction ("" if it is not listed)."""
+    rows = browser.find_elements(By.CSS_SELECTOR, "#predictions tbody tr")
+    for row in rows:
+        if row.find_element(By.CSS_SELECTOR, "a").text == prediction_id:
+            return str(row.find_element(By.CSS_SELECTOR, ".status").text)
+    return ""
+
+
+def test_sign_in_see_a_prediction_arrive_open_it_and_sign_out(receiver: LiveReceiver) -> None:
+    """A prediction on the stand-in, whose signed webhooks reach the receiver, shows up; the
+    page then refreshes itself until it ends."""
     deliver(receiver.url, prediction("pred-failed", "failed", error="CUDA out of memory"))
-    with chromium() as browser:
+    webhook = f"{receiver.url}/webhooks/replicate"
+    with standin_deployment(SECRET) as deployment, chromium() as browser:
         browser.get(f"{receiver.url}/ui/")
         assert browser.current_url == f"{receiver.url}/ui/sign-in"  # no session yet
         submit_token(browser, "wrong")
@@ -42,36 +48,50 @@ def test_sign_in_see_a_prediction_open_it_and_sign_out(
             expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".error"))
         )
         assert error.text == "Wrong token."
-        browser.save_screenshot(str(shots / "sign-in.png"))
+        screenshot(browser, "sign-in")
 
         submit_token(browser, READ_TOKEN)
         arrives(browser, f"{receiver.url}/ui/")
-        links = browser.find_elements(By.CSS_SELECTOR, "#predictions tbody a")
-        assert [link.text for link in links] == ["pred-failed", "pred-ok"]
+        assert status_of(browser, "pred-failed") == "failed"
         failed = browser.find_element(By.CSS_SELECTOR, "#predictions .status.failed")
         assert failed.value_of_css_property("color") != failed.value_of_css_property(
             "background-color"
         )
-        assert origins_loaded(browser) == {receiver.url}
-        browser.save_screenshot(str(shots / "predictions.png"))
 
-        links[0].click()
-        arrives(browser, f"{receiver.url}/ui/predictions/pred-failed")
+        arrived = deployment.predict(webhook, ["a cat", "a kitten"])
+        deployment.report(arrived, {"status": "processing"})
+        deployment.wait_delivered(arrived, {"start"})
+        browser.refresh()  # nothing was running: the page did not refresh itself
+        assert status_of(browser, arrived) == "processing"
+        vectors = [[round(math.sin(i / 12 + k), 3) for i in range(384)] for k in range(2)]
+        ended = {"status": "succeeded", "output": vectors, "metrics": {"predict_time": 0.05}}
+        receiver.clock.now += 1  # the receiver's clock, which stamps each arrival
+        deployment.report(arrived, ended)
+        deployment.wait_delivered(arrived, {"completed"})
+        WebDriverWait(browser, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda shown: status_of(shown, arrived) == "succeeded"  # its own 5 s refresh
+        )
+        assert origins_loaded(browser) == {receiver.url}
+        screenshot(browser, "predictions")
+
+        browser.find_element(By.LINK_TEXT, arrived).click()
+        arrives(browser, f"{receiver.url}/ui/predictions/{arrived}")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "svg.spark")) == 2
+        timeline = browser.find_elements(By.CSS_SELECTOR, ".timeline li")
+        assert [item.text.split()[0] for item in timeline] == ["processing", "succeeded"]
+        assert all(item.text.endswith("applied") for item in timeline)
+        assert origins_loaded(browser) == {receiver.url}
+        screenshot(browser, "prediction")
+
+        browser.get(f"{receiver.url}/ui/predictions/pred-failed")
         assert "CUDA out of memory" in browser.find_element(By.CSS_SELECTOR, "main").text
-        assert origins_loaded(browser) == {receiver.url}
-        browser.save_screenshot(str(shots / "prediction.png"))
-
         browser.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
         arrives(browser, f"{receiver.url}/ui/sign-in")
-        browser.get(f"{receiver.url}/ui/predictions/pred-ok")
+        browser.get(f"{receiver.url}/ui/predictions/{arrived}")
         assert browser.current_url == f"{receiver.url}/ui/sign-in"  # this browser is signed out
 
 
-def test_every_page_fits_a_phone_without_scrolling_sideways(
-    receiver: LiveReceiver, tmp_path: Path
-) -> None:
-    shots = Path(os.environ.get("UI_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+def test_every_page_fits_a_phone_without_scrolling_sideways(receiver: LiveReceiver) -> None:
     vectors = [[round(math.sin(i / 12 + k), 3) for i in range(384)] for k in range(3)]
     deliver(receiver.url, prediction("pred-vectors", "succeeded", output=vectors))
     long_error = "CUDA out of memory. Tried to allocate 2.00 GiB; " * 4
@@ -89,4 +109,4 @@ def test_every_page_fits_a_phone_without_scrolling_sideways(
         assert sparks == []  # the error page draws none
         browser.get(f"{receiver.url}/ui/predictions/pred-vectors")
         assert len(browser.find_elements(By.CSS_SELECTOR, "svg.spark")) == 3
-        browser.save_screenshot(str(shots / "prediction-phone.png"))
+        screenshot(browser, "prediction-phone")
