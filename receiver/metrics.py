@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,9 +19,6 @@ class _QueueDepth(Collector):
         yield GaugeMetricFamily(
             "receiver_download_queue_depth", "Output files queued or downloading", self._depth()
         )
-
-
-RECENT_FAILURES = 10_000
 
 
 class Metrics:
@@ -53,13 +49,3 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_QueueDepth(queue_depth))
-        # When the latest refusals happened, for the console's "in the last hour"; bounded, so
-        # a flood of forgeries costs a fixed amount of memory (and shows as "10000 or more").
-        self.recent_failures: deque[float] = deque(maxlen=RECENT_FAILURES)
-
-    def verification_failed(self, reason: str, now: float) -> None:
-        self.verification_failures.labels(reason).inc()
-        self.recent_failures.append(now)
-
-    def failures_since(self, since: float) -> int:
-        return sum(1 for at in self.recent_failures if at >= since)

@@ -1,5 +1,6 @@
 """One WARNING line per refused webhook, so an operator sees a wrong secret or a clock skew,
-but rate-limited: a flood of forged requests must not flood the log (or the disk).
+but rate-limited: a flood of forged requests must not flood the log (or the disk). The latest
+refusals are also kept in memory, bounded, for the console's list of the last hour's.
 
 A line names the status, the reason the sender was given, the claimed webhook-id (printable,
 truncated: it is the sender's text) and the client address (the proxy's X-Forwarded-For when
@@ -11,11 +12,16 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 WINDOW_SECONDS = 10.0
 LINES_PER_WINDOW = 20
+# Refusals kept for the console: a flood of forgeries costs a fixed amount of memory (about
+# 3 MB) and shows as "10000 or more".
+RECENT = 10_000
 
 
 def _printable(text: str | None, limit: int = 80) -> str:
@@ -72,3 +78,43 @@ class RefusalLog:
                 self.window,
             )
             self._suppressed = 0
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused webhook as the console lists it; the sender's text made printable, short."""
+
+    at: float  # epoch seconds
+    status: int
+    reason: str
+    webhook_id: str
+    client: str
+
+    @property
+    def signature(self) -> bool:
+        """Refused for its signature or signature headers (the rest: size, body, store)."""
+        return self.status == 401
+
+
+class RecentRefusals:
+    """The latest `RECENT` refusals of this process, oldest first."""
+
+    def __init__(self) -> None:
+        self._kept: deque[Refusal] = deque(maxlen=RECENT)
+
+    def add(
+        self, at: float, status: int, reason: str, webhook_id: str | None, client: str | None
+    ) -> None:
+        kept = Refusal(
+            at, status, _printable(reason, 200), _printable(webhook_id), _printable(client)
+        )
+        self._kept.append(kept)
+
+    def since(self, since: float) -> list[Refusal]:
+        """Those at or after `since`, newest first."""
+        found = []
+        for refusal in reversed(self._kept):
+            if refusal.at < since:
+                break
+            found.append(refusal)
+        return found

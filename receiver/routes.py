@@ -51,7 +51,7 @@ def _verified(ctx: AppContext, check: Callable[[], T]) -> T:
     try:
         return check()
     except VerificationError as exc:
-        ctx.metrics.verification_failed(exc.reason, ctx.clock())
+        ctx.metrics.verification_failures.labels(exc.reason).inc()
         raise RefusedError(401, f"signature verification failed: {exc.reason}") from exc
 
 
@@ -84,7 +84,9 @@ async def webhook(request: Request) -> Response:
     except RefusedError as exc:
         ctx.metrics.deliveries.labels(f"refused_{exc.status}").inc()
         client = request.client.host if request.client else None
-        ctx.refusals.refused(exc.status, exc.reason, request.headers.get("webhook-id"), client)
+        claimed_id = request.headers.get("webhook-id")
+        ctx.refusals.refused(exc.status, exc.reason, claimed_id, client)
+        ctx.recent_refusals.add(ctx.clock(), exc.status, exc.reason, claimed_id, client)
         raise
     except ClientGoneError:
         ctx.metrics.deliveries.labels("client_disconnected").inc()

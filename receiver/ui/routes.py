@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+from dataclasses import asdict
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request
@@ -21,6 +22,7 @@ from receiver.file_response import prediction_file
 from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.reads import iso
 from receiver.routes import MAX_FILES
+from receiver.ui.health import HOUR
 from receiver.ui.pages import (
     HERE,
     SECURITY_HEADERS,
@@ -37,6 +39,7 @@ from receiver.ui.vectors import drawn
 from receiver.ui.views import file_rows, prediction_rows
 
 PAGE_SIZE = 50
+MAX_REFUSALS = 200  # shown at once; the count says how many more there were
 FileState = Literal["queued", "running", "done", "dead", "refused"]
 FILE_STATES = get_args(FileState)
 ui_routes = APIRouter(prefix="/ui")
@@ -189,6 +192,14 @@ async def files_page(
     return await signed_page(
         request, ctx, signed, "files.html", state=state, states=FILE_STATES, rows=rows
     )
+
+
+@ui_routes.get("/refusals")
+async def refusals_page(request: Request, ctx: Context, signed: Signed) -> Response:
+    """The webhooks this process refused in the last hour, newest first."""
+    recent = ctx.recent_refusals.since(ctx.clock() - HOUR)
+    rows = [{**asdict(refusal), "received": iso(refusal.at)} for refusal in recent[:MAX_REFUSALS]]
+    return await signed_page(request, ctx, signed, "refusals.html", rows=rows, total=len(recent))
 
 
 @ui_routes.get("/style.css")

@@ -28,6 +28,7 @@ from tests.support.receiving import deliver, prediction
         "/ui/jobs/",
         "/ui/jobs/job_0123456789abcdef",
         "/ui/files?state=dead",
+        "/ui/refusals",
     ],
 )
 def test_a_page_without_a_session_redirects_to_sign_in(receiver: LiveReceiver, path: str) -> None:
@@ -247,8 +248,10 @@ def test_every_page_says_how_the_receiver_is_and_links_to_what_is_wrong(
     deliver(receiver.url, prediction("p-file", "succeeded", output="https://replicate.delivery/x"))
     with receiver.store.engine.begin() as conn:  # arranged: its download gave up
         conn.execute(update(files).values(state="dead", attempts=8, last_error="404 Not Found"))
-    forged = deliver(receiver.url, prediction("p-forged", "succeeded"), key=b"not the key")
+    forged_body = prediction("p-forged", "succeeded")
+    forged = deliver(receiver.url, forged_body, msg_id="msg_forged", key=b"not the key")
     assert forged.status_code == 401
+    assert deliver(receiver.url, b"not json", msg_id="msg_garbled").status_code == 400
     cookie = session_cookie(receiver.url)
     for path in ("/ui/", "/ui/predictions/p-file", "/ui/jobs/"):
         health = health_line(page(receiver.url, path, cookie).text)
@@ -256,7 +259,15 @@ def test_every_page_says_how_the_receiver_is_and_links_to_what_is_wrong(
         assert "writer ok" in health
         assert '<li class="bad"><a href="/ui/files?state=dead">dead-lettered files 1</a>' in health
         assert "download queue 0" in health
-        assert "signatures refused in the last hour 1" in health
+        refused = '<a href="/ui/refusals">signatures refused in the last hour 1</a>'
+        assert refused in health  # the 400 was signed: not a signature refused
+    refusals = page(receiver.url, "/ui/refusals", cookie).text
+    rows = re.findall(r"<tr>(.*?)</tr>", refusals.split("<tbody>")[1], re.S)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    assert [row[1:4] for row in cells] == [  # newest first
+        ["400", "body is not JSON", "<code>msg_garbled</code>"],
+        ["401", "signature verification failed: signature_mismatch", "<code>msg_forged</code>"],
+    ]
     dead = page(receiver.url, "/ui/files?state=dead", cookie)
     assert '<a href="/ui/predictions/p-file">p-file</a>' in dead.text
     assert "404 Not Found" in dead.text
@@ -264,6 +275,7 @@ def test_every_page_says_how_the_receiver_is_and_links_to_what_is_wrong(
     receiver.clock.now += 3601
     later = health_line(page(receiver.url, "/ui/", cookie).text)
     assert "signatures refused in the last hour 0" in later
+    assert "None in the last hour." in page(receiver.url, "/ui/refusals", cookie).text
     assert "health" not in sign_in(receiver.url, token="wrong").text  # nothing before sign-in
 
 
