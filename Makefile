@@ -62,7 +62,7 @@ stack: setup ## The offline loop in the foreground, for `make deploy smoke` in a
 test: setup test-services ## Run the tests (CPU, no Docker; the tests need no network)
 	$(BIN)/python -m pytest
 
-test-services: ## Start PostgreSQL if it is down and install Caddy if missing (what tests use)
+test-services: ## Start PostgreSQL if it is down; install Caddy, Chromium, chromedriver if missing
 	@./scripts/test-services.sh
 
 serve: setup ## Serve the model with Cog's HTTP server on 127.0.0.1:PORT

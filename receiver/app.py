@@ -14,8 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from receiver.bodies import ByteBudget
 from receiver.context import AppContext, RefusedError
@@ -27,7 +30,7 @@ from receiver.routes import operator_routes, read_routes, webhook_routes
 from receiver.settings import Settings
 from receiver.store import Store
 from receiver.ui.job_routes import ui_job_routes
-from receiver.ui.pages import SignInRequiredError
+from receiver.ui.pages import SignInRequiredError, in_console, invalid_reason, problem_page
 from receiver.ui.routes import ui_routes
 from receiver.workers import Worker
 from receiver.writer import StoreError, Writer
@@ -70,6 +73,8 @@ def create_app(
     )
     app.state.context = context
     app.add_exception_handler(RefusedError, _refused)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(StoreError, _writer_failed)
     app.add_exception_handler(SQLAlchemyError, _store_down)
     app.include_router(webhook_routes)
@@ -101,9 +106,27 @@ def _lifespan(
     return lifespan
 
 
-async def _refused(_: Request, exc: Exception) -> JSONResponse:
+async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RefusedError)  # registered for RefusedError only
+    if in_console(request):
+        return problem_page(request, exc.status, exc.reason, exc.headers)
     return JSONResponse({"error": exc.reason}, exc.status, headers=exc.headers)
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    """A path or query the route's types refuse: FastAPI's 422, or a page in the console."""
+    assert isinstance(exc, RequestValidationError)
+    if in_console(request):
+        return problem_page(request, 422, invalid_reason(exc))
+    return await request_validation_exception_handler(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such route, wrong method): a page in the console."""
+    assert isinstance(exc, StarletteHTTPException)
+    if in_console(request):
+        return problem_page(request, exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    return await http_exception_handler(request, exc)
 
 
 async def _sign_in_first(_: Request, exc: Exception) -> RedirectResponse:

@@ -19,8 +19,8 @@ from receiver.refusals import RecentRefusals, RefusalLog
 from receiver.replicate_api import Replicate
 from receiver.settings import Settings
 from receiver.store import Store
-from receiver.ui.sign_ins import SignInGuard
 from receiver.writer import Writer
+from receiver.wrong_tokens import WrongTokens
 from receiver.yielding import Arrivals
 
 
@@ -46,7 +46,7 @@ class AppContext:
     arrivals: Arrivals  # webhooks counted for the download worker, which yields to them
     clock: Callable[[], float]
     replicate: Replicate | None  # with REPLICATE_API_TOKEN: jobs cancel predictions through it
-    sign_ins: SignInGuard = field(default_factory=SignInGuard)  # the console's wrong tokens
+    wrong_tokens: WrongTokens = field(default_factory=WrongTokens)  # read API and console
     recent_refusals: RecentRefusals = field(default_factory=RecentRefusals)  # for the console
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from receiver import rules
 from receiver.file_queue import FileQueue
-from receiver.ingest_sql import IngestSql, run
+from receiver.ingest_sql import IngestSql, run, run_many
 
 Outcome = Literal["accepted", "duplicate"]
 # Deliveries in one transaction at most: each is a row of 6 or 7 parameters in one statement,
@@ -194,9 +194,8 @@ class Ingest:
         for d in replays:
             count[d.webhook_id] = count.get(d.webhook_id, 0) + 1
             last[d.webhook_id] = max(last.get(d.webhook_id, d.received_at), d.received_at)
-        sql = self.sql.count_replays()
-        for webhook_id in sorted(count):
-            run(conn, sql, (count[webhook_id], last[webhook_id], webhook_id))
+        rows = [(count[wid], last[wid], last[wid], wid) for wid in sorted(count)]
+        run_many(conn, self.sql.count_replays(), rows)
 
     def _add_deliveries(self, conn: Connection, fresh: list[Delivery]) -> set[str]:
         """Insert the deliveries; the webhook-ids that were new (the others are replays). In

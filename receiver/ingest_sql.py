@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 DELIVERY_COLUMNS = ("webhook_id", "prediction_id", "status", "source", "received_at", "applied")
-# Written only for replays, which are rare: a count on the delivery's row.
+# Written only for replays (a sender's retries): a count on the delivery's row.
 REPLAY_COLUMNS = ("replays", "last_replay_at")
 PREDICTION_COLUMNS = (
     "id",
@@ -57,10 +57,14 @@ class IngestSql:
         return f"UPDATE deliveries SET applied = {self.placeholder} WHERE webhook_id IN ({ids})"
 
     def count_replays(self) -> str:
-        """Count replays of one stored webhook-id: how many, and when the last one came."""
+        """Count replays of one stored webhook-id: how many, and when the latest came (two
+        writers may commit out of order: the time never moves back). Parameters: the count,
+        the time twice, the webhook-id."""
         p = self.placeholder
+        later = f"last_replay_at IS NULL OR last_replay_at < {p}"
+        latest = f"CASE WHEN {later} THEN {p} ELSE last_replay_at END"
         return (
-            f"UPDATE deliveries SET replays = replays + {p}, last_replay_at = {p}"
+            f"UPDATE deliveries SET replays = replays + {p}, last_replay_at = {latest}"
             f" WHERE webhook_id = {p}"
         )
 
@@ -82,12 +86,25 @@ def run(conn: Connection, sql: str, params: Sequence[object]) -> list[tuple[Any,
     """Execute on the driver's own cursor, inside `conn`'s transaction; the rows it returns.
     A driver error is raised as SQLAlchemy's class for it, as `conn.execute` would raise it
     (the writer process tells a store that is down from a bad delivery by that class)."""
+    return _on_cursor(conn, sql, params, many=False)
+
+
+def run_many(conn: Connection, sql: str, rows: Sequence[Sequence[object]]) -> None:
+    """Execute once per row, in order, as `run` does: one round trip for all of them where the
+    driver pipelines (psycopg 3 does)."""
+    _on_cursor(conn, sql, rows, many=True)
+
+
+def _on_cursor(conn: Connection, sql: str, params: Any, many: bool) -> list[tuple[Any, ...]]:
     dbapi = conn.dialect.loaded_dbapi
     driver_connection = conn.connection.dbapi_connection
     cursor = None
     try:
         cursor = conn.connection.cursor()
-        cursor.execute(sql, params)
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
         if cursor.description is None:  # a statement without RETURNING
             return []
         return [tuple(row) for row in cursor.fetchall()]

@@ -36,10 +36,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.sign_ins = Counter(
-            "receiver_console_sign_ins",
-            "Console sign-in attempts by outcome: ok, wrong (token), limited (too many wrong)",
-            ["outcome"],
+        self.token_checks = Counter(
+            "receiver_token_checks",
+            "Read token checks by where (api, console) and outcome (ok, wrong, limited: held"
+            " off after too many wrong)",
+            ["where", "outcome"],
             registry=self.registry,
         )
         self.latency = Histogram(

@@ -4,7 +4,6 @@ app's `AppContext` (see `receiver.context`)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -111,7 +110,14 @@ async def reader(request: Request, ctx: Context) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise RefusedError(401, "bearer token required", **{"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.encode(), configured.get_secret_value().encode()):
+    client = request.client.host if request.client else ""
+    checked = ctx.wrong_tokens.check(client, token, configured.get_secret_value(), ctx.clock())
+    ctx.metrics.token_checks.labels("api", checked.outcome).inc()
+    if checked.outcome == "limited":
+        wait = str(checked.retry_after)
+        reason = f"too many wrong tokens from this address: try again in {wait} s"
+        raise RefusedError(429, reason, **{"Retry-After": wait})
+    if checked.outcome == "wrong":
         raise RefusedError(403, "wrong token")
 
 

@@ -8,7 +8,6 @@ object and the smaller one a bare Cog server sends (id, status, output, logs, er
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,6 +23,8 @@ STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborte
 # output needs 3. Deeper bodies get a 400 that says so, at once, instead of a 503 later.
 MAX_DEPTH = 64
 _PROGRESS = {"starting": 0, "processing": 1}
+# A predict_time beyond this (about 115 days) is junk, not a measurement: it is not kept.
+MAX_PREDICT_TIME = 1e7
 FILE_PREFIXES = ("https://", "http://", "data:")
 _SCALARS = (float, int, bool, type(None))
 _SCALAR_TYPES = frozenset(_SCALARS)
@@ -35,8 +36,8 @@ def problem(body: object) -> str | None:
     if not isinstance(body, dict):
         return "body is not a JSON object"
     pid = body.get("id")
-    if not isinstance(pid, str) or not 1 <= len(pid) <= 255 or not pid.isprintable():
-        return "body has no prediction id (1-255 printable characters)"
+    if not isinstance(pid, str) or not valid_id(pid):
+        return "body has no prediction id (1-255 printable characters, no '/')"
     status = body.get("status", "")
     if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
         return "status is not a short printable string"
@@ -46,8 +47,9 @@ def problem(body: object) -> str | None:
 
 
 def valid_id(text: str) -> bool:
-    """Could this be a stored prediction id? (What `problem` lets in: 1-255 printable.)"""
-    return 1 <= len(text) <= 255 and text.isprintable()
+    """Could this be a stored prediction id? 1-255 printable characters, and no "/": an id is
+    one segment of the read API's and the console's paths (Replicate's are [a-z0-9])."""
+    return 1 <= len(text) <= 255 and text.isprintable() and "/" not in text
 
 
 def too_deep(value: object, limit: int) -> bool:
@@ -82,7 +84,7 @@ def predict_time(body: dict[str, Any]) -> float | None:
     seconds = metrics.get("predict_time")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return None
-    if not 0 <= seconds < math.inf:  # NaN too: orjson parses none, a Python caller might pass it
+    if not 0 <= seconds <= MAX_PREDICT_TIME:  # NaN too: orjson parses none, a caller might
         return None
     return float(seconds)
 

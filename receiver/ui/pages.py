@@ -4,11 +4,13 @@ security headers, redirects."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -90,6 +92,50 @@ async def signed_page(
     """A page for a signed-in user: with the session's CSRF token and the health line."""
     state = await health(ctx)
     return render(request, name, code, csrf=signed.csrf, health=state, **context)
+
+
+def same_site(request: Request) -> bool:
+    """Was this form posted by a page of this site? Current browsers say so in Sec-Fetch-Site;
+    older ones only in Origin (compared with this request's own origin, as the proxy states
+    it when trusted). A client that sends neither (curl, a script) is not a browser that
+    another site's page could drive."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+def in_console(request: Request) -> bool:
+    return request.url.path.startswith("/ui/")
+
+
+def problem_page(
+    request: Request, status: int, reason: str, headers: dict[str, str] | None = None
+) -> Response:
+    """A refused console request as a page, not the API's JSON; never the input echoed back."""
+    title = _phrase(status)
+    response = render(request, "problem.html", status, status=status, title=title, reason=reason)
+    response.headers.update(headers or {})
+    return response
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Refused"
+
+
+def invalid_reason(exc: RequestValidationError) -> str:
+    """What was wrong, by field (FastAPI's own answer also quotes what was sent)."""
+    problems = []
+    for error in exc.errors()[:3]:
+        field = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{field}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
 
 
 def see_other(to: str) -> RedirectResponse:

@@ -7,11 +7,10 @@ redirects there. Forms that change state carry the session's CSRF token.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import math
 from dataclasses import asdict
 from typing import Annotated, Any, Literal, get_args
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.responses import FileResponse, Response
@@ -31,6 +30,7 @@ from receiver.ui.pages import (
     read_form,
     read_token,
     render,
+    same_site,
     see_other,
     signed_page,
 )
@@ -53,23 +53,23 @@ async def sign_in_form(request: Request) -> Response:
 @ui_routes.post("/sign-in")
 async def sign_in(request: Request, ctx: Context) -> Response:
     configured = read_token(ctx)
+    if not same_site(request):  # another site's page must not spend this browser's tries
+        ctx.metrics.token_checks.labels("console", "cross_site").inc()
+        return render(request, "sign_in.html", code=403, error="Sign in from this site's form.")
     given = (await read_form(request)).get("token", "")
+    if not given:  # no guess (an empty field, another encoding): nothing to count
+        return render(request, "sign_in.html", code=400, error="Give the read token.")
     client = request.client.host if request.client else ""
-    now = ctx.clock()
-    wait = ctx.sign_ins.retry_after(client, now)
-    if wait is not None:
-        ctx.metrics.sign_ins.labels("limited").inc()
-        seconds = math.ceil(wait)
-        error = f"Too many wrong tokens from your address: try again in {seconds} s."
+    checked = ctx.wrong_tokens.check(client, given, configured, ctx.clock())
+    ctx.metrics.token_checks.labels("console", checked.outcome).inc()
+    if checked.outcome == "limited":
+        wait = checked.retry_after
+        error = f"Too many wrong tokens from your address: try again in {wait} s."
         response = render(request, "sign_in.html", code=429, error=error)
-        response.headers["Retry-After"] = str(seconds)
+        response.headers["Retry-After"] = str(wait)
         return response
-    if not hmac.compare_digest(given.encode(), configured.encode()):
-        ctx.sign_ins.failed(client, now)
-        ctx.metrics.sign_ins.labels("wrong").inc()
+    if checked.outcome == "wrong":
         return render(request, "sign_in.html", code=403, error="Wrong token.")
-    ctx.sign_ins.succeeded(client)
-    ctx.metrics.sign_ins.labels("ok").inc()
     response = see_other("/ui/")
     response.set_cookie(
         COOKIE,
@@ -128,11 +128,14 @@ def _row_view(row: dict[str, Any]) -> dict[str, Any]:
 
 def _predict_time(row: dict[str, Any]) -> str:
     """Replicate's own measure of how long the model ran, not the receiver's arrival times
-    (which add queueing, cold boots and webhook delays)."""
+    (which add queueing, cold boots and webhook delays). Without it (a body with no metrics,
+    or stored before migration 0005), "~" and the span from its first delivery to its last."""
     if not row["terminal"]:
         return "running"
     seconds = row["predict_time"]
-    return "—" if seconds is None else f"{seconds:.2f} s"
+    if seconds is None:
+        return f"~{row['updated_at'] - row['created_at']:.1f} s"
+    return f"{seconds:.2f} s"
 
 
 @ui_routes.get("/predictions/{prediction_id}")
@@ -152,10 +155,18 @@ async def prediction_page(
         signed,
         "prediction.html",
         prediction=found,
+        error=_as_text(found.get("error")),
         times=_times(found),
         drawn=drawn(found.get("output")),
         running=found.get("status") not in rules.TERMINAL,
     )
+
+
+def _as_text(value: object) -> str | None:
+    """Replicate's error is a string; anything else a sender put there is shown as JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
 
 
 def _times(body: dict[str, Any]) -> list[tuple[str, str]]:

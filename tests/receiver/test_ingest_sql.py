@@ -143,6 +143,7 @@ def test_a_value_the_column_refuses_is_sqlalchemys_data_error() -> None:
         ({"predict_time": "0.25"}, None),
         ({"predict_time": True}, None),
         ({"predict_time": -1.0}, None),
+        ({"predict_time": 1e300}, None),
         ({}, None),
         ("not an object", None),
     ],
@@ -157,3 +158,15 @@ def test_predict_time_is_copied_out_of_the_body(
         column = conn.execute(select(predictions.c.predict_time)).scalar_one()
     engine.dispose()
     assert column == stored
+
+
+def test_a_late_replay_never_moves_the_last_replay_time_back(engine: Engine) -> None:
+    """Two writers may commit out of order: the count grows, the time keeps the latest."""
+    store = Store(engine, [])
+    body = prediction("p1", "processing")
+    store.record_batch([Delivery("msg_a", body, 1.0), Delivery("msg_a", body, 9.0)])
+    store.record_batch([Delivery("msg_a", body, 5.0)])
+    with engine.connect() as conn:
+        row = conn.execute(select(deliveries.c.replays, deliveries.c.last_replay_at)).one()
+    engine.dispose()
+    assert tuple(row) == (2, 9.0)

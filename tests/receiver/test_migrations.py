@@ -50,25 +50,20 @@ def test_a_store_with_a_running_job_keeps_it_through_0004(database_url: str) -> 
     engine.dispose()
 
 
-def test_0005_fills_predict_time_from_the_stored_bodies(database_url: str) -> None:
-    """Ended predictions get their metrics.predict_time; stored deliveries count no replays
-    and say nothing about being applied (that was not recorded)."""
+def test_0005_keeps_stored_rows_and_adds_nothing_to_them(database_url: str) -> None:
+    """A delivery stored before says nothing about being applied (that was not recorded) and
+    counts no replays; a prediction's predict_time stays unknown (bodies are not read)."""
     engine = make_engine(database_url)
     migrate(engine, "0004")
-    bodies = {
-        "p_done": '{"id": "p_done", "status": "succeeded", "metrics": {"predict_time": 0.5}}',
-        "p_bare": '{"id": "p_bare", "status": "failed"}',
-        "p_open": '{"id": "p_open", "status": "processing", "metrics": {"predict_time": 9}}',
-    }
+    body = '{"id": "p_done", "status": "succeeded", "metrics": {"predict_time": 0.5}}'
     with engine.begin() as conn:
-        for pid, body in bodies.items():
-            conn.execute(
-                text(
-                    "INSERT INTO predictions (id, status, terminal, body, created_at, updated_at)"
-                    " VALUES (:id, 'x', :terminal, :body, 1, 1)"
-                ),
-                {"id": pid, "terminal": pid != "p_open", "body": body},
-            )
+        conn.execute(
+            text(
+                "INSERT INTO predictions (id, status, terminal, body, created_at, updated_at)"
+                " VALUES ('p_done', 'succeeded', true, :body, 1, 2)"
+            ),
+            {"body": body},
+        )
         conn.execute(
             text(
                 "INSERT INTO deliveries (webhook_id, prediction_id, status, source, received_at)"
@@ -77,12 +72,8 @@ def test_0005_fills_predict_time_from_the_stored_bodies(database_url: str) -> No
         )
     migrate(engine)
     with engine.connect() as conn:
-        times = conn.execute(text("SELECT id, predict_time FROM predictions ORDER BY id"))
-        assert [tuple(row) for row in times] == [
-            ("p_bare", None),
-            ("p_done", 0.5),
-            ("p_open", None),  # not ended: ingest fills it when its next delivery comes
-        ]
+        kept = conn.execute(text("SELECT body, predict_time FROM predictions"))
+        assert [tuple(row) for row in kept] == [(body, None)]
         delivery = conn.execute(text("SELECT applied, replays, last_replay_at FROM deliveries"))
         assert [tuple(row) for row in delivery] == [(None, 0, None)]
     engine.dispose()

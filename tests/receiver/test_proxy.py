@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from receiver.ui.sign_ins import MAX_FAILURES
+from receiver.wrong_tokens import MAX_FAILURES
 from standin.local import ReceiverProcess, receiver_process
 from tests.support.commands import CLEAN_ENV
 from tests.support.proxy import Caddy, caddy_proxy

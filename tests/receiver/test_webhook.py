@@ -97,6 +97,7 @@ def test_the_small_cog_shape_is_accepted(receiver: LiveReceiver) -> None:
         (json.dumps({"id": "x" * 256}).encode(), "body has no prediction id"),
         (b'{"id": "p", "status": 3}', "status is not a short printable string"),
         (b'{"id": "p\\u0000", "status": "starting"}', "body has no prediction id"),
+        (b'{"id": "a/b", "status": "starting"}', "no '/'"),  # one path segment in every URL
         (b'{"id": "p", "status": "x\\u0000"}', "status is not a short printable string"),
         (b"[" * 20_000 + b"]" * 20_000, "body is not JSON"),  # deeper than any parser recursion
     ],

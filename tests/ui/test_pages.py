@@ -12,10 +12,10 @@ from sqlalchemy import update
 
 from receiver.tables import files
 from receiver.ui.session import COOKIE, LIFETIME_SECONDS
-from receiver.ui.sign_ins import MAX_FAILURES, WINDOW_SECONDS
+from receiver.wrong_tokens import MAX_FAILURES, WINDOW_SECONDS
 from tests.support.console import csrf_of, page, session_cookie, sign_in
 from tests.support.live import LiveReceiver
-from tests.support.receiving import deliver, prediction
+from tests.support.receiving import READ_TOKEN, deliver, prediction, read
 
 
 @pytest.mark.parametrize(
@@ -76,9 +76,96 @@ def test_too_many_wrong_tokens_hold_off_even_the_right_one(receiver: LiveReceive
     receiver.clock.now += WINDOW_SECONDS - 60
     assert sign_in(receiver.url).status_code == 303
     counted = httpx.get(f"{receiver.url}/metrics").text
-    assert 'receiver_console_sign_ins_total{outcome="wrong"} 5.0' in counted
-    assert 'receiver_console_sign_ins_total{outcome="limited"} 1.0' in counted
-    assert 'receiver_console_sign_ins_total{outcome="ok"} 1.0' in counted
+    assert 'receiver_token_checks_total{outcome="wrong",where="console"} 5.0' in counted
+    assert 'receiver_token_checks_total{outcome="limited",where="console"} 1.0' in counted
+    assert 'receiver_token_checks_total{outcome="ok",where="console"} 1.0' in counted
+
+
+def test_the_console_and_the_read_api_share_one_count_of_wrong_tokens(
+    receiver: LiveReceiver,
+) -> None:
+    """Else the read API would be the way around the console's limit."""
+    bearer = {"authorization": "Bearer guess"}
+    for _ in range(MAX_FAILURES - 1):
+        assert httpx.get(f"{receiver.url}/predictions", headers=bearer).status_code == 403
+    assert sign_in(receiver.url, token="guess").status_code == 403
+    held = read(receiver.url, "/predictions")  # the right token, from the same client
+    assert held.status_code == 429
+    assert held.json()["error"].startswith("too many wrong tokens")
+    assert int(held.headers["retry-after"]) == WINDOW_SECONDS
+    assert sign_in(receiver.url).status_code == 429
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-fetch-site": "cross-site"},
+        {"sec-fetch-site": "same-site"},  # a sibling subdomain is another site's page too
+        {"origin": "https://attacker.example"},
+        {"origin": "null"},
+    ],
+)
+def test_a_sign_in_posted_from_another_site_is_refused_and_not_counted(
+    receiver: LiveReceiver, headers: dict[str, str]
+) -> None:
+    """Another site's page could post wrong tokens from the operator's browser and so hold
+    off the operator's address: such posts are refused before the token is looked at."""
+    for _ in range(MAX_FAILURES + 1):
+        refused = httpx.post(f"{receiver.url}/ui/sign-in", data={"token": "guess"}, headers=headers)
+        assert refused.status_code == 403
+        assert "Sign in from this site" in refused.text
+    assert sign_in(receiver.url).status_code == 303
+    own = {"sec-fetch-site": "same-origin", "origin": receiver.url}
+    signed_in = httpx.post(f"{receiver.url}/ui/sign-in", data={"token": READ_TOKEN}, headers=own)
+    assert signed_in.status_code == 303
+    own_origin = httpx.post(
+        f"{receiver.url}/ui/sign-in", data={"token": READ_TOKEN}, headers={"origin": receiver.url}
+    )
+    assert own_origin.status_code == 303
+
+
+def test_a_sign_in_without_a_token_is_no_guess(receiver: LiveReceiver) -> None:
+    """An empty field or another encoding (JSON, multipart) is refused, and not counted."""
+    for _ in range(MAX_FAILURES + 1):
+        assert sign_in(receiver.url, token="").status_code == 400
+        as_json = httpx.post(f"{receiver.url}/ui/sign-in", json={"token": READ_TOKEN})
+        assert as_json.status_code == 400
+        assert "Give the read token." in as_json.text
+    assert sign_in(receiver.url).status_code == 303
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "reason"),
+    [
+        ("/ui/?status=<lost>", 400, "status must be one of: starting"),
+        ("/ui/?search=" + "<x>" * 100, 422, "search: String should have at most 255 characters"),
+        ("/ui/files?state=<gone>", 422, "state: Input should be"),
+        ("/ui/predictions/p/files/x", 422, "n: Input should be a valid integer"),
+        ("/ui/nothing-here", 404, "Not Found"),
+    ],
+)
+def test_a_refused_console_request_is_a_page_that_does_not_echo_the_input(
+    receiver: LiveReceiver, path: str, status: int, reason: str
+) -> None:
+    shown = page(receiver.url, path, session_cookie(receiver.url))
+    assert shown.status_code == status
+    assert shown.headers["content-type"].startswith("text/html")
+    assert shown.headers["content-security-policy"].startswith("default-src 'none'")
+    assert reason in shown.text
+    for sent in ("<x>", "&lt;x&gt;", "gone", "lost"):
+        assert sent not in shown.text
+
+
+def test_refused_forms_are_pages_too(receiver: LiveReceiver) -> None:
+    cookie = session_cookie(receiver.url)
+    headers = {"cookie": f"{COOKIE}={cookie}"}
+    no_csrf = httpx.post(f"{receiver.url}/ui/sign-out", headers=headers, data={"csrf": "x"})
+    assert no_csrf.status_code == 403
+    assert "CSRF token is missing or wrong" in no_csrf.text
+    huge = httpx.post(f"{receiver.url}/ui/sign-in", data={"token": "t" * 10_000})
+    assert huge.status_code == 413
+    assert huge.headers["content-type"].startswith("text/html")
+    assert "form over 4096 bytes" in huge.text
 
 
 def test_sign_in_sets_a_cookie_scripts_and_other_sites_cannot_use(receiver: LiveReceiver) -> None:
@@ -118,6 +205,12 @@ def test_the_list_shows_each_prediction_with_its_status_and_counts(receiver: Liv
     assert re.findall(r'<a href="/ui/predictions/([^"]+)">', searched.text) == ["p-ok"]
     assert page(receiver.url, "/ui/?status=lost", cookie).status_code == 400
     assert page(receiver.url, "/ui/?search=%00", cookie).status_code == 400
+
+
+def test_an_error_that_is_not_a_string_is_shown_as_json(receiver: LiveReceiver) -> None:
+    deliver(receiver.url, prediction("p-odd-error", "failed", error={"nested": "obj"}))
+    shown = page(receiver.url, "/ui/predictions/p-odd-error", session_cookie(receiver.url))
+    assert '<p class="error">{&#34;nested&#34;:&#34;obj&#34;}</p>' in shown.text
 
 
 def test_what_a_sender_wrote_is_shown_as_text_and_ids_stay_one_path_segment(
@@ -174,7 +267,7 @@ def test_the_list_shows_replicates_predict_time_not_arrival_times(receiver: Live
     shown = page(receiver.url, "/ui/", session_cookie(receiver.url)).text
     assert "<th>Predict time</th>" in shown
     assert row_cells(shown, "p-timed")[3] == "0.42 s"
-    assert row_cells(shown, "p-untimed")[3] == "—"  # ended, with no metrics
+    assert row_cells(shown, "p-untimed")[3] == "~0.0 s"  # no metrics: as the receiver saw it
     assert row_cells(shown, "p-running")[3] == "running"
     timed = page(receiver.url, "/ui/predictions/p-timed", session_cookie(receiver.url)).text
     assert "<dt>Predict time</dt><dd>0.420 s</dd>" in timed
@@ -214,6 +307,17 @@ def test_the_timeline_marks_duplicates_and_late_deliveries(receiver: LiveReceive
         "processing 2025-11-23T08:00:02.000+00:00 · webhook · msg_late"
         " · not applied: came after the end",
     ]
+
+
+def test_the_timeline_tells_a_repeated_poll_from_a_duplicate(receiver: LiveReceiver) -> None:
+    """The reconciler asks Replicate about a silent prediction at each pass; the same state
+    again is stored under the same id, and is no retry by a sender."""
+    body = prediction("p-polled", "processing")
+    for at in (1_763_884_800.0, 1_763_884_830.0, 1_763_884_860.0):
+        receiver.store.record("reconcile:processing:p-polled", body, at, source="reconcile")
+    shown = page(receiver.url, "/ui/predictions/p-polled", session_cookie(receiver.url)).text
+    assert "asked again 2 times, the last at 2025-11-23T08:01:00.000+00:00" in shown
+    assert "duplicate" not in shown
 
 
 def test_sign_out_needs_the_pages_csrf_token(receiver: LiveReceiver) -> None:
