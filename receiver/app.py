@@ -134,18 +134,21 @@ async def _sign_in_first(_: Request, exc: Exception) -> RedirectResponse:
     return RedirectResponse("/ui/sign-in", status_code=303)
 
 
-def _unavailable() -> JSONResponse:
+def _unavailable(request: Request) -> Response:
     # The store failed, not the sender: 503 makes Replicate retry the delivery.
-    return JSONResponse({"error": "store unavailable, retry later"}, 503)
+    reason = "store unavailable, retry later"
+    if in_console(request):
+        return problem_page(request, 503, reason)
+    return JSONResponse({"error": reason}, 503)
 
 
-async def _writer_failed(_: Request, exc: Exception) -> JSONResponse:
+async def _writer_failed(request: Request, exc: Exception) -> Response:
     """The writer process could not commit a delivery (its reason came up the pipe) or died."""
     log.warning("writer process: %s", exc)
-    return _unavailable()
+    return _unavailable(request)
 
 
-async def _store_down(_: Request, exc: Exception) -> JSONResponse:
+async def _store_down(request: Request, exc: Exception) -> Response:
     """A read in this process failed: the database is unreachable or refused the query."""
     log.warning("store error: %s", " ".join(str(exc).split())[:300])
-    return _unavailable()
+    return _unavailable(request)

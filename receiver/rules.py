@@ -36,7 +36,8 @@ def problem(body: object) -> str | None:
     if not isinstance(body, dict):
         return "body is not a JSON object"
     pid = body.get("id")
-    if not isinstance(pid, str) or not valid_id(pid):
+    if not isinstance(pid, str) or not valid_id(pid) or "/" in pid:
+        # no "/": an id is one segment of the read API's and the console's paths
         return "body has no prediction id (1-255 printable characters, no '/')"
     status = body.get("status", "")
     if not isinstance(status, str) or len(status) > 32 or not status.isprintable():
@@ -47,9 +48,9 @@ def problem(body: object) -> str | None:
 
 
 def valid_id(text: str) -> bool:
-    """Could this be a stored prediction id? 1-255 printable characters, and no "/": an id is
-    one segment of the read API's and the console's paths (Replicate's are [a-z0-9])."""
-    return 1 <= len(text) <= 255 and text.isprintable() and "/" not in text
+    """Could this be a stored prediction id? 1-255 printable characters. (Ingest also refuses
+    "/" now; ids stored before still page, and are still searched for.)"""
+    return 1 <= len(text) <= 255 and text.isprintable()
 
 
 def too_deep(value: object, limit: int) -> bool:

@@ -69,6 +69,11 @@ class ReceiverWatch:
             return None
         if response.status_code in (401, 403):
             raise ShipError(f"receiver refused RECEIVER_API_TOKEN ({response.status_code})")
+        if response.status_code == 429:  # held off after wrong tokens from this address
+            wait = response.headers.get("retry-after", "?")
+            raise ShipError(
+                f"receiver holds off this address after wrong tokens: retry in {wait} s"
+            )
         if response.status_code != 200:
             self.last = f"receiver answered {response.status_code}"
             return None

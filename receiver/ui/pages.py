@@ -29,7 +29,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self';"
     " form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin requests keep their Origin (the sign-in form's check reads it in browsers
+    # that send no Sec-Fetch-Site); nothing leaves for another origin.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -109,7 +111,8 @@ def same_site(request: Request) -> bool:
 
 
 def in_console(request: Request) -> bool:
-    return request.url.path.startswith("/ui/")
+    path = request.url.path
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def problem_page(

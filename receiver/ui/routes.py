@@ -133,9 +133,10 @@ def _predict_time(row: dict[str, Any]) -> str:
     if not row["terminal"]:
         return "running"
     seconds = row["predict_time"]
-    if seconds is None:
-        return f"~{row['updated_at'] - row['created_at']:.1f} s"
-    return f"{seconds:.2f} s"
+    if seconds is not None:
+        return f"{seconds:.2f} s"
+    seen = row["updated_at"] - row["created_at"]
+    return f"~{seen:.1f} s" if seen > 0 else "—"  # one delivery: no span to show
 
 
 @ui_routes.get("/predictions/{prediction_id}")

@@ -165,8 +165,15 @@ def test_a_late_replay_never_moves_the_last_replay_time_back(engine: Engine) -> 
     store = Store(engine, [])
     body = prediction("p1", "processing")
     store.record_batch([Delivery("msg_a", body, 1.0), Delivery("msg_a", body, 9.0)])
-    store.record_batch([Delivery("msg_a", body, 5.0)])
+    store.record_batch([Delivery("msg_b", body, 2.0)])
+    replays = [Delivery("msg_b", body, 6.0), Delivery("msg_a", body, 5.0)]
+    store.record_batch([*replays, Delivery("msg_b", body, 7.0)])  # two ids, out of order
     with engine.connect() as conn:
-        row = conn.execute(select(deliveries.c.replays, deliveries.c.last_replay_at)).one()
+        rows = conn.execute(
+            select(
+                deliveries.c.webhook_id, deliveries.c.replays, deliveries.c.last_replay_at
+            ).order_by(deliveries.c.webhook_id)
+        )
+        counted = [tuple(row) for row in rows]
     engine.dispose()
-    assert tuple(row) == (2, 9.0)
+    assert counted == [("msg_a", 2, 9.0), ("msg_b", 2, 7.0)]

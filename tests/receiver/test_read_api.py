@@ -78,3 +78,16 @@ def test_prediction_lists_each_delivery_once_with_its_arrival(receiver: LiveRece
     ]
     listed = read(url, "/predictions").json()["items"]
     assert listed[0]["created_at"] == "2025-11-23T08:00:00.250+00:00"
+
+
+def test_outside_the_console_errors_keep_their_json_shapes(receiver: LiveReceiver) -> None:
+    """The console answers refusals with pages; the API, the webhook and the rest still answer
+    in JSON, as their clients parse them."""
+    assert httpx.get(f"{receiver.url}/nope").json() == {"detail": "Not Found"}
+    wrong_method = httpx.get(f"{receiver.url}/webhooks/replicate")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"detail": "Method Not Allowed"}
+    invalid = read(receiver.url, "/predictions?limit=0")
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["loc"] == ["query", "limit"]
+    assert read(receiver.url, "/predictions/none").json() == {"error": "no such prediction"}

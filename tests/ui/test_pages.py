@@ -142,6 +142,7 @@ def test_a_sign_in_without_a_token_is_no_guess(receiver: LiveReceiver) -> None:
         ("/ui/files?state=<gone>", 422, "state: Input should be"),
         ("/ui/predictions/p/files/x", 422, "n: Input should be a valid integer"),
         ("/ui/nothing-here", 404, "Not Found"),
+        ("/ui", 404, "Not Found"),
     ],
 )
 def test_a_refused_console_request_is_a_page_that_does_not_echo_the_input(
@@ -263,11 +264,15 @@ def test_the_list_shows_replicates_predict_time_not_arrival_times(receiver: Live
     ended = prediction("p-timed", "succeeded", metrics={"predict_time": 0.42})
     deliver(receiver.url, ended)
     deliver(receiver.url, prediction("p-untimed", "failed"))
+    deliver(receiver.url, prediction("p-seen", "starting"))
+    receiver.clock.now += 3
+    deliver(receiver.url, prediction("p-seen", "failed"))
     deliver(receiver.url, prediction("p-running", "processing"))
     shown = page(receiver.url, "/ui/", session_cookie(receiver.url)).text
     assert "<th>Predict time</th>" in shown
     assert row_cells(shown, "p-timed")[3] == "0.42 s"
-    assert row_cells(shown, "p-untimed")[3] == "~0.0 s"  # no metrics: as the receiver saw it
+    assert row_cells(shown, "p-seen")[3] == "~3.0 s"  # no metrics: as the receiver saw it
+    assert row_cells(shown, "p-untimed")[3] == "—"  # one delivery: no span either
     assert row_cells(shown, "p-running")[3] == "running"
     timed = page(receiver.url, "/ui/predictions/p-timed", session_cookie(receiver.url)).text
     assert "<dt>Predict time</dt><dd>0.420 s</dd>" in timed
