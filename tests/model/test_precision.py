@@ -33,8 +33,32 @@ def test_auto_is_float16_on_cuda() -> None:
 
 
 def test_auto_on_cpu_follows_the_hardware() -> None:
-    expected = torch.bfloat16 if precision.cpu_has_native_bf16() else torch.float32
-    assert precision.resolve_dtype("auto", torch.device("cpu")) is expected
+    chosen = precision.resolve_dtype("auto", torch.device("cpu"))
+    if precision.cpu_has_native_bf16():
+        assert chosen in (torch.bfloat16, torch.float32)  # as the probe measured
+    else:
+        assert chosen is torch.float32
+
+
+@pytest.mark.parametrize(
+    ("native", "speedup", "expected"),
+    [
+        (True, 3.0, torch.bfloat16),
+        (True, precision.MIN_BF16_SPEEDUP, torch.bfloat16),
+        (True, 1.1, torch.float32),  # listed, but not worth it: slower or barely faster
+        (True, 0.6, torch.float32),
+        (False, 5.0, torch.float32),  # emulated bf16 is never chosen
+    ],
+)
+def test_auto_on_cpu_takes_bf16_only_where_it_measured_faster(
+    native: bool, speedup: float, expected: torch.dtype
+) -> None:
+    assert precision.cpu_dtype(native, speedup) is expected
+
+
+def test_the_probe_measures_a_ratio() -> None:
+    speedup = precision.bf16_speedup(repeats=3)
+    assert 0.01 < speedup < 100
 
 
 @pytest.mark.parametrize("name", ["float32", "bfloat16", "float16", " Float32 "])
