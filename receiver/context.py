@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # bodies.py raises RefusedError from here
     from receiver.bodies import ByteBudget
 
 from receiver.metrics import Metrics
-from receiver.refusals import RecentRefusals, RefusalLog
+from receiver.refusals import RefusalLog
 from receiver.replicate_api import Replicate
 from receiver.settings import Settings
 from receiver.store import Store
@@ -47,7 +47,6 @@ class AppContext:
     clock: Callable[[], float]
     replicate: Replicate | None  # with REPLICATE_API_TOKEN: jobs cancel predictions through it
     wrong_tokens: WrongTokens = field(default_factory=WrongTokens)  # read API and console
-    recent_refusals: RecentRefusals = field(default_factory=RecentRefusals)  # for the console
 
 
 async def app_context(request: Request) -> AppContext:

@@ -25,6 +25,7 @@ from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.signature import VerificationError, check_body, check_headers
 from receiver.store import Delivery, iso
 from receiver.writer import StoreError
+from receiver.wrong_tokens import TokenCheck
 
 T = TypeVar("T")
 log = logging.getLogger("receiver")
@@ -84,8 +85,7 @@ async def webhook(request: Request) -> Response:
         ctx.metrics.deliveries.labels(f"refused_{exc.status}").inc()
         client = request.client.host if request.client else None
         claimed_id = request.headers.get("webhook-id")
-        ctx.refusals.refused(exc.status, exc.reason, claimed_id, client)
-        ctx.recent_refusals.add(ctx.clock(), exc.status, exc.reason, claimed_id, client)
+        ctx.refusals.refused(ctx.clock(), exc.status, exc.reason, claimed_id, client)
         raise
     except ClientGoneError:
         ctx.metrics.deliveries.labels("client_disconnected").inc()
@@ -102,6 +102,17 @@ async def webhook(request: Request) -> Response:
 webhook_routes.add_route(WEBHOOK_PATH, webhook, methods=["POST"], include_in_schema=False)
 
 
+def check_token(
+    request: Request, ctx: AppContext, given: str, configured: str, where: str
+) -> TokenCheck:
+    """One check of the read token, limited per client and counted in /metrics by `where`
+    (the read API, the console's sign-in)."""
+    client = request.client.host if request.client else ""
+    checked = ctx.wrong_tokens.check(client, given, configured, ctx.clock())
+    ctx.metrics.token_checks.labels(where, checked.outcome).inc()
+    return checked
+
+
 async def reader(request: Request, ctx: Context) -> None:
     """Bearer token for the read API, compared in constant time (async: no thread-pool hop)."""
     configured = ctx.settings.receiver_api_token
@@ -110,9 +121,7 @@ async def reader(request: Request, ctx: Context) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise RefusedError(401, "bearer token required", **{"WWW-Authenticate": "Bearer"})
-    client = request.client.host if request.client else ""
-    checked = ctx.wrong_tokens.check(client, token, configured.get_secret_value(), ctx.clock())
-    ctx.metrics.token_checks.labels("api", checked.outcome).inc()
+    checked = check_token(request, ctx, token, configured.get_secret_value(), "api")
     if checked.outcome == "limited":
         wait = str(checked.retry_after)
         reason = f"too many wrong tokens from this address: try again in {wait} s"

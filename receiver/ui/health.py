@@ -42,5 +42,5 @@ async def health(ctx: AppContext) -> Health:
         writer=writer,
         queued_files=None if counts is None else counts.get("queued", 0) + counts.get("running", 0),
         dead_files=None if counts is None else counts.get("dead", 0),
-        refused_last_hour=sum(r.signature for r in ctx.recent_refusals.since(ctx.clock() - HOUR)),
+        refused_last_hour=sum(r.signature for r in ctx.refusals.since(ctx.clock() - HOUR)),
     )

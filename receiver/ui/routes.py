@@ -20,7 +20,7 @@ from receiver.context import Context, RefusedError
 from receiver.file_response import prediction_file
 from receiver.paging import page_cursor, parse_cursor, status_filter
 from receiver.reads import iso
-from receiver.routes import MAX_FILES
+from receiver.routes import MAX_FILES, check_token
 from receiver.ui.health import HOUR
 from receiver.ui.pages import (
     HERE,
@@ -59,9 +59,7 @@ async def sign_in(request: Request, ctx: Context) -> Response:
     given = (await read_form(request)).get("token", "")
     if not given:  # no guess (an empty field, another encoding): nothing to count
         return render(request, "sign_in.html", code=400, error="Give the read token.")
-    client = request.client.host if request.client else ""
-    checked = ctx.wrong_tokens.check(client, given, configured, ctx.clock())
-    ctx.metrics.token_checks.labels("console", checked.outcome).inc()
+    checked = check_token(request, ctx, given, configured, "console")
     if checked.outcome == "limited":
         wait = checked.retry_after
         error = f"Too many wrong tokens from your address: try again in {wait} s."
@@ -209,7 +207,7 @@ async def files_page(
 @ui_routes.get("/refusals")
 async def refusals_page(request: Request, ctx: Context, signed: Signed) -> Response:
     """The webhooks this process refused in the last hour, newest first."""
-    recent = ctx.recent_refusals.since(ctx.clock() - HOUR)
+    recent = ctx.refusals.since(ctx.clock() - HOUR)
     rows = [{**asdict(refusal), "received": iso(refusal.at)} for refusal in recent[:MAX_REFUSALS]]
     return await signed_page(request, ctx, signed, "refusals.html", rows=rows, total=len(recent))
 

@@ -92,9 +92,9 @@ def test_the_next_window_starts_with_the_count_of_what_was_not_logged(
     )
     with caplog.at_level(logging.WARNING, "receiver.test"):
         for i in range(5):
-            refusals.refused(401, "signature mismatch", f"msg_{i}", "192.0.2.1")
+            refusals.refused(now[0], 401, "signature mismatch", f"msg_{i}", "192.0.2.1")
         now[0] += 10
-        refusals.refused(400, "body is not JSON", None, None)
+        refusals.refused(now[0], 400, "body is not JSON", None, None)
     assert [r.getMessage() for r in caplog.records] == [
         "refused webhook: 401 signature mismatch (webhook-id msg_0, client 192.0.2.1)",
         "refused webhook: 401 signature mismatch (webhook-id msg_1, client 192.0.2.1)",
