@@ -111,7 +111,8 @@ class Bert:
         for layer in self.layers:
             qkv = F.linear(x, layer.qkv_w, layer.qkv_b)
             padded = qkv.new_zeros(batch * length, 3 * hidden).index_copy_(0, real, qkv)
-            q, k, v = padded.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+            split = padded.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+            q, k, v = split.unbind(0)  # an op, so a trace (engine.py) keeps it for any shape
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
             a = a.transpose(1, 2).reshape(batch * length, hidden)[real]
             x = F.layer_norm(F.linear(a, layer.out_w, layer.out_b) + x, (hidden,), *layer.ln1, eps)

@@ -178,7 +178,8 @@ def test_a_failed_step_fails_its_callers_and_the_next_step_runs(engine_fp32: Emb
         return outcomes, await coalescer.embed(["after the failure"], True)
 
     outcomes, vectors = run(scenario())
-    assert all(isinstance(outcome, IndexError) for outcome in outcomes)
+    # The op's own error in one line, not TorchScript's traceback of the traced encoder.
+    assert [str(outcome) for outcome in outcomes] == ["index out of range in self"] * 2
     assert cosines(vectors, engine_fp32.embed(["after the failure"])).min() >= 0.9999
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder.engine import DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder
+from embedder.engine import ALL_THREADS, DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder
 from tests.support.embeddings import VARIED_TEXTS, WEIGHTS, cosines
 
 
@@ -95,3 +95,33 @@ def test_identical_texts_give_identical_vectors(engine_bf16: Embedder) -> None:
     out = engine_bf16.embed(["same text", "other", "same text"])
     np.testing.assert_allclose(out[0], out[2], atol=1e-6)
     assert not np.allclose(out[0], out[1])
+
+
+def test_the_traced_encoder_matches_the_eager_one_at_other_shapes(engine_fp32: Embedder) -> None:
+    """The CPU encoder is traced from one small batch: batch size and length must stay
+    inputs, not constants of the trace."""
+    assert isinstance(engine_fp32.encoder, torch.jit.ScriptFunction)
+    words = VARIED_TEXTS[1].split()
+    batches = [
+        [""],  # [CLS] [SEP] alone
+        ["word " * 300],  # truncated at 256 tokens
+        [" ".join(words[:n]) for n in range(1, 40, 3)],  # 13 texts of different lengths
+    ]
+    for texts in batches:
+        inputs = engine_fp32._inputs(engine_fp32.tokenize(texts))
+        with torch.inference_mode():
+            for _ in range(3):  # TorchScript may re-plan a graph after its first runs
+                traced = engine_fp32.encoder(*inputs)
+                eager = engine_fp32.model(*inputs)
+                assert traced.shape == eager.shape == (len(texts), inputs[0].shape[1], DIMENSIONS)
+                torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_a_call_smaller_than_a_pass_leaves_a_core_to_the_server(engine_bf16: Embedder) -> None:
+    try:
+        engine_bf16.embed(["one query"])
+        assert torch.get_num_threads() == max(1, ALL_THREADS - 1)
+        engine_bf16.embed(["word " * 300] * 9)  # 9 x 256 tokens: more than one pass
+        assert torch.get_num_threads() == ALL_THREADS
+    finally:
+        torch.set_num_threads(ALL_THREADS)
