@@ -112,7 +112,7 @@ class Bert:
             qkv = F.linear(x, layer.qkv_w, layer.qkv_b)
             padded = qkv.new_zeros(batch * length, 3 * hidden).index_copy_(0, real, qkv)
             split = padded.view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
-            q, k, v = split.unbind(0)  # an op, so a trace (engine.py) keeps it for any shape
+            q, k, v = split.unbind(0)  # what unpacking does, without the tracer's warning
             a = F.scaled_dot_product_attention(q, k, v, attn_mask=keys)
             a = a.transpose(1, 2).reshape(batch * length, hidden)[real]
             x = F.layer_norm(F.linear(a, layer.out_w, layer.out_b) + x, (hidden,), *layer.ln1, eps)

@@ -106,9 +106,13 @@ class Coalescer:
         self.texts = 0
 
     def warm_up(self) -> None:
-        """One text through the worker thread: its first pass builds oneDNN/cuBLAS plans and
-        thread pools of its own, which the first request should not pay for."""
-        self._forward.submit(self.embedder.embed, ["warm up"]).result()
+        """Two short passes through the worker thread, which the first requests should not pay
+        for: the first builds oneDNN/cuBLAS plans and thread pools of the thread's own, and
+        TorchScript profiles a traced encoder on its first call and plans it on its second.
+        (A full pass would also start the core a small one leaves to the server: ~20 ms the
+        first big request pays once, against ~0.1 s of every boot.)"""
+        for _ in range(2):
+            self._forward.submit(self.embedder.embed, ["warm up"]).result()
 
     async def embed(self, texts: Sequence[str], normalize: bool) -> np.ndarray:
         """Float32 [len(texts), 384] in input order, from steps shared with other callers."""

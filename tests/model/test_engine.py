@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedder.engine import ALL_THREADS, DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder
+from embedder.engine import ALL_THREADS, DIMENSIONS, MAX_TOKENS, BatchPlan, Embedder, op_error
 from tests.support.embeddings import VARIED_TEXTS, WEIGHTS, cosines
 
 
@@ -97,10 +98,14 @@ def test_identical_texts_give_identical_vectors(engine_bf16: Embedder) -> None:
     assert not np.allclose(out[0], out[1])
 
 
-def test_the_traced_encoder_matches_the_eager_one_at_other_shapes(engine_fp32: Embedder) -> None:
+@pytest.mark.parametrize("engine_name", ["engine_fp32", "engine_bf16"])
+def test_the_traced_encoder_matches_the_eager_one_at_other_shapes(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
     """The CPU encoder is traced from one small batch: batch size and length must stay
     inputs, not constants of the trace."""
-    assert isinstance(engine_fp32.encoder, torch.jit.ScriptFunction)
+    engine: Embedder = request.getfixturevalue(engine_name)
+    assert isinstance(engine.encoder, torch.jit.ScriptFunction)
     words = VARIED_TEXTS[1].split()
     batches = [
         [""],  # [CLS] [SEP] alone
@@ -108,20 +113,38 @@ def test_the_traced_encoder_matches_the_eager_one_at_other_shapes(engine_fp32: E
         [" ".join(words[:n]) for n in range(1, 40, 3)],  # 13 texts of different lengths
     ]
     for texts in batches:
-        inputs = engine_fp32._inputs(engine_fp32.tokenize(texts))
+        inputs = engine._inputs(engine.tokenize(texts))
         with torch.inference_mode():
             for _ in range(3):  # TorchScript may re-plan a graph after its first runs
-                traced = engine_fp32.encoder(*inputs)
-                eager = engine_fp32.model(*inputs)
+                traced = engine.encoder(*inputs)
+                eager = engine.model(*inputs)
                 assert traced.shape == eager.shape == (len(texts), inputs[0].shape[1], DIMENSIONS)
                 torch.testing.assert_close(traced, eager, rtol=1e-5, atol=1e-5)
 
 
-def test_a_call_smaller_than_a_pass_leaves_a_core_to_the_server(engine_bf16: Embedder) -> None:
-    try:
-        engine_bf16.embed(["one query"])
-        assert torch.get_num_threads() == max(1, ALL_THREADS - 1)
-        engine_bf16.embed(["word " * 300] * 9)  # 9 x 256 tokens: more than one pass
-        assert torch.get_num_threads() == ALL_THREADS
-    finally:
-        torch.set_num_threads(ALL_THREADS)
+def test_a_call_smaller_than_a_pass_leaves_a_core_to_the_server(engine_fp32: Embedder) -> None:
+    """Checked in the thread that runs the passes, as the coalescer's worker does. On a
+    machine where torch uses one thread, both calls use it."""
+
+    def threads_after(texts: list[str]) -> int:
+        engine_fp32.embed(texts)
+        return torch.get_num_threads()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as forward:
+        assert forward.submit(threads_after, ["one query"]).result() == max(1, ALL_THREADS - 1)
+        more_than_a_pass = ["word " * 300] * 9  # 9 x 256 tokens
+        assert forward.submit(threads_after, more_than_a_pass).result() == ALL_THREADS
+
+
+def test_a_failing_op_is_told_in_its_own_line_out_of_torchscripts_report() -> None:
+    report = (
+        "The following operation failed in the TorchScript interpreter.\n"
+        "Traceback of TorchScript (most recent call last):\n"
+        "/site-packages/torch/nn/functional.py(2615): embedding\n"
+        "/work/embedder/bert.py(108): __call__\n"
+        "RuntimeError: index out of range in self\n"
+        "Exception raised from operator() at aten/src/ATen/native/Embedding.cpp:1:\n"
+        "#35 _start from ??:0\n"
+    )
+    assert str(op_error(RuntimeError(report))) == "index out of range in self"
+    assert str(op_error(RuntimeError("no error line"))) == "no error line"
