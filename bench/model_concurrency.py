@@ -8,18 +8,23 @@ client's ceiling, against bench/noop_server.py, comes first. Two loads: every re
 search-box query (4 to 24 tokens), and requests of 1, 8, 64 and 512 texts of 4 to 250 tokens in
 turn. Then latency at two fixed offered rates of one-query requests (Poisson arrivals, the same
 for every runner): 3/4 of what the one-slot runner carries, and 3/4 of what ours carries, each
-a fresh server per runner and round. Last, the cost of a million embeddings at Replicate's CPU
-price, from the measured rates.
+a fresh server per runner and round. Last, the cost of a million embeddings from the measured
+rates at the price of the Replicate hardware this machine is (CPU, or a T4, L40S or H100 by the
+card's name). On a GPU each load's line also gives the card's mean utilisation (bench/gpu.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from bench import gpu
 from bench.corpus import mixed_texts, query_texts
 from bench.prediction_load import LoadRun, closed_loop, each_once, encode, fixed_rate
 from bench.servers import serve
@@ -92,13 +97,19 @@ def client_ceiling(requests: Callable[[int], Requests], seconds: float, log: Pat
 
 
 def measure(runner: str, log: Path, all_loads: list[Load]) -> dict[str, LoadRun]:
-    """Start the runner's server, warm it up, run each load; the server's slots as it says."""
+    """Start the runner's server, warm it up, run each load (GPU utilisation sampled where
+    there is one); the server's slots as it says."""
     with cog_server(log, runner=runner, ready_timeout=300) as server:
         port = int(server.url.rsplit(":", 1)[1])
         slots = server.slots
         warm = all_loads[0].requests(port)
         closed_loop(port, warm, CLIENTS, min(slots, CLIENTS), 2)
-        return {load.name: load.run(port, slots) for load in all_loads}
+        runs = {}
+        for load in all_loads:
+            with gpu.sampled() as utilisation:
+                run = load.run(port, slots)
+            runs[load.name] = dataclasses.replace(run, gpu_busy=utilisation.mean())
+        return runs
 
 
 def measure_rates(
@@ -126,6 +137,8 @@ def report(load: Load, by_contender: dict[str, list[LoadRun]], rounds: int) -> N
             f" texts/s  p50 {run.percentile_ms(0.5):7.1f} ms  p99 {run.percentile_ms(0.99):7.1f}"
             f" ms  409s resent {run.refused}"
         )
+        if run.gpu_busy is not None:
+            line += f"  GPU busy {run.gpu_busy:.0f}%"
         if load.name == "mixed":
             singles = LoadRun([o for o in run.outcomes if o.texts == 1], run.seconds, 0, 0)
             line += f"  1-text slowest of {len(singles.outcomes)} {singles.percentile_ms(1):.0f} ms"
@@ -157,11 +170,26 @@ def median_p99(rounds: list[list[LoadRun]], index: int) -> float:
     return values[len(values) // 2]
 
 
+def hardware() -> list[str]:
+    """Replicate's hardware whose price fits this machine's rate: the card's own where its
+    name says which (a rate measured on an H200 is not an L40S's)."""
+    if not torch.cuda.is_available():
+        return ["CPU"]
+    card = torch.cuda.get_device_name(0)
+    return [name for name in PRICES if name != "CPU" and name in card]
+
+
 def cost_table(rates: dict[str, float]) -> None:
-    print("  cost of 1 million embeddings, ours: this machine's rate at Replicate's CPU price")
-    for load, rate in rates.items():
-        dollars = PRICES["CPU"] / rate * 1e6
-        print(f"    {load:<7} {rate:7.1f} texts/s  ${dollars:6.2f} per million")
+    names = hardware()
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "this CPU"
+    if not names:
+        print(f"  cost: {where} is none of Replicate's priced hardware ({', '.join(PRICES)})")
+        return
+    print(f"  cost of 1 million embeddings, ours: the rate on {where} at Replicate's price")
+    for name in names:
+        for load, rate in rates.items():
+            dollars = PRICES[name] / rate * 1e6
+            print(f"    {name:<5} {load:<7} {rate:7.1f} texts/s  ${dollars:6.2f} per million")
 
 
 def run(seconds: float, rounds: int) -> None:

@@ -41,6 +41,7 @@ class LoadRun:
     seconds: float
     refused: int  # 409s sent again
     client_cpu: float  # CPU seconds this process spent
+    gpu_busy: float | None = None  # mean GPU utilisation in percent, where there is a GPU
 
     @property
     def requests_per_second(self) -> float:
