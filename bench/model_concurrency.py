@@ -170,18 +170,18 @@ def median_p99(rounds: list[list[LoadRun]], index: int) -> float:
     return values[len(values) // 2]
 
 
-def hardware() -> list[str]:
-    """Replicate's hardware whose price fits this machine's rate: the card's own where its
-    name says which (a rate measured on an H200 is not an L40S's)."""
-    if not torch.cuda.is_available():
+def hardware(card: str | None) -> list[str]:
+    """Replicate's hardware whose price fits a rate measured on `card` (None: the CPU): the
+    card's own where its name says which (a rate measured on an H200 is not an L40S's)."""
+    if card is None:
         return ["CPU"]
-    card = torch.cuda.get_device_name(0)
     return [name for name in PRICES if name != "CPU" and name in card]
 
 
 def cost_table(rates: dict[str, float]) -> None:
-    names = hardware()
-    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "this CPU"
+    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    names = hardware(card)
+    where = card or "this CPU"
     if not names:
         print(f"  cost: {where} is none of Replicate's priced hardware ({', '.join(PRICES)})")
         return

@@ -115,8 +115,9 @@ class Embedder:
         own `normalize`: pooling is per row, so sharing a forward pass changes no vector.
         """
         out = np.empty((len(token_ids), DIMENSIONS), dtype=np.float32)
-        self._use_threads(sum(len(ids) for ids in token_ids))
-        for index in self.plan.batches([len(ids) for ids in token_ids]):
+        lengths = [len(ids) for ids in token_ids]
+        self._use_threads(sum(lengths))
+        for index in self.plan.batches(lengths):
             out[index] = self._forward([token_ids[i] for i in index]).cpu().numpy()
         wanted = np.asarray(normalize, dtype=np.bool_)
         norms = np.linalg.norm(out[wanted], axis=1, keepdims=True)

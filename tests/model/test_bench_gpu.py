@@ -1,11 +1,12 @@
-"""The model benchmark's GPU utilisation sampler, on what this machine can show: nvidia-smi's
-output format, and a machine without a GPU."""
+"""The model benchmark's GPU parts, on what this machine can show: nvidia-smi's
+output format, the price a rate is read at, and a machine without a GPU."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench import gpu
+from bench.model_concurrency import hardware
 
 
 def test_nvidia_smi_lines_become_percentages_and_anything_else_is_skipped() -> None:
@@ -20,3 +21,11 @@ def test_without_a_gpu_a_load_is_measured_with_no_utilisation() -> None:
         pass
     assert utilisation.samples == []
     assert utilisation.mean() is None
+
+
+def test_a_rate_is_priced_as_the_hardware_it_was_measured_on() -> None:
+    assert hardware(None) == ["CPU"]
+    assert hardware("Tesla T4") == ["T4"]
+    assert hardware("NVIDIA L40S") == ["L40S"]
+    assert hardware("NVIDIA H100 80GB HBM3") == ["H100"]
+    assert hardware("NVIDIA H200") == []  # not one of Replicate's priced cards
