@@ -41,8 +41,6 @@ SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 READ_TOKEN = "bench-read-token"
 DEPLOYMENT = "local/bench"
 PREDICTIONS_PER_MINUTE = 600  # Replicate's creation limit
-# Replicate's prices per second (replicate.com/pricing, 2026; ../shared/reference/FACTS.md).
-PRICES = {"T4": 0.000225, "H100": 0.001525}
 
 
 def baseline(cog_url: str, texts: list[str], chunk_size: int) -> float:
