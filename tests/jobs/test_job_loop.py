@@ -96,11 +96,15 @@ def jobs_cli(receiver: ReceiverProcess, *args: str) -> subprocess.CompletedProce
     return run_module("receiver", "jobs", *args, env=env, timeout=600)
 
 
-def corpus(count: int) -> list[str]:
+def corpus(count: int, test: str) -> list[str]:
+    """Texts of this test only: the tests share one stand-in deployment, and a job recovering a
+    chunk whose create went unanswered adopts any prediction of the same input made there in
+    the last minutes (runner.py, _recover), another test's too."""
     words = ["river", "quantum", "bread", "violin", "glacier", "tax", "orbit", "poem", "chess"]
     rng = np.random.default_rng(7)
     return [
-        " ".join(rng.choice(words, size=int(rng.integers(1, 12)))) + f" #{i}" for i in range(count)
+        " ".join(rng.choice(words, size=int(rng.integers(1, 12)))) + f" #{test}-{i}"
+        for i in range(count)
     ]
 
 
@@ -114,7 +118,7 @@ def text_file(folder: Path, texts: list[str]) -> Path:
 def test_a_job_comes_back_in_input_order_equal_to_direct_embeddings(
     collector: ReceiverProcess, deployment: str, tmp_path: Path
 ) -> None:
-    texts = corpus(2000)
+    texts = corpus(2000, "order")
     ids = [f"doc-{(i * 7919) % 2000:04d}" for i in range(len(texts))]  # not sorted: order kept
     source = tmp_path / "corpus.jsonl"
     source.write_text(
@@ -196,7 +200,7 @@ def test_two_receivers_on_one_postgresql_do_no_chunk_twice(
 ) -> None:
     """Both run the job (the same tables, the same creation limit); the files land in one
     shared folder, as a shared volume holds them in production."""
-    texts = corpus(600)
+    texts = corpus(600, "two-receivers")
     source = text_file(tmp_path, texts)
     before = set(local.predictions)
     with scratch_database() as database, ExitStack() as stack:
@@ -224,7 +228,7 @@ def test_a_receiver_killed_again_and_again_during_a_job_loses_and_doubles_nothin
 ) -> None:
     """SIGKILL at random moments (creating, recording, downloading, between): each restart on
     the same store and address picks the job up; the results are whole and in order."""
-    texts = corpus(2400)  # longer than the kills take (a restart alone takes seconds)
+    texts = corpus(2400, "killed")  # longer than the kills take (a restart alone takes seconds)
     source = text_file(tmp_path, texts)
     database = f"sqlite:///{tmp_path / 'receiver.db'}"
     port = free_port()
@@ -271,7 +275,7 @@ def test_a_job_whose_webhooks_never_arrive_is_collected_by_reconciliation(
 ) -> None:
     """RECEIVER_PUBLIC_URL names a port nobody listens on: not one webhook arrives, and the
     predictions recorded at creation are fetched from the API instead."""
-    texts = corpus(300)
+    texts = corpus(300, "no-webhooks")
     source = text_file(tmp_path, texts)
     nowhere = f"http://127.0.0.1:{free_port()}"
     with ExitStack() as stack:
@@ -308,7 +312,7 @@ def test_interrupted_predictions_are_made_again_and_a_chunk_that_never_succeeds_
 ) -> None:
     """Replicate interrupts the first prediction of chunk 1 and every one of chunk 3: chunk 1
     succeeds on its second attempt; chunk 3 fails for good, its ids in the errors file."""
-    texts = corpus(400)
+    texts = corpus(400, "interrupted")
     source = text_file(tmp_path, texts)
     once = texts[100]
     always = texts[300]
